@@ -1,0 +1,434 @@
+"""Settings: every environment variable the daemon reads, parsed once into one
+immutable object.
+
+This is the only module that reads ``os.environ``. Each setting is declared once
+in ``SETTINGS`` (name, default, parser, meaning); ``.env.example`` and the
+README's configuration table are checked against that list by the tests, so the
+three cannot drift. A bad value raises :class:`ConfigError`, which the entry
+points turn into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+CANDLE_UNITS = (1, 3, 5, 10, 15, 30, 60, 240)
+SIGNAL_NAMES = ("trend", "momentum", "swing", "scalping", "day", "price_action")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+SECRET_NAMES = frozenset({"UPBIT_ACCESS_KEY", "UPBIT_SECRET_KEY", "TELEGRAM_BOT_TOKEN"})
+_MARKET_RE = re.compile(r"^KRW-[A-Z0-9]{1,15}$")
+_CRON_FIELD_RE = re.compile(r"^[0-9*/,\-]+$")
+
+
+class ConfigError(ValueError):
+    """A setting has a value the daemon cannot run with."""
+
+    def __init__(self, name: str, value: str, allowed: str):
+        self.name = name
+        self.value = value
+        self.allowed = allowed
+        shown = "<redacted>" if name in SECRET_NAMES or _looks_like_url_secret(name) else value
+        super().__init__(f"invalid setting {name}={shown!r}: {allowed}")
+
+
+def _looks_like_url_secret(name: str) -> bool:
+    # DSNs and webhook URLs may carry passwords or tokens; never echo them.
+    return name.endswith("_URL") and name not in {"UPBIT_API_BASE"}
+
+
+# --- parsers: each takes the raw string and returns the typed value or raises
+# ValueError with the "allowed" text.
+
+
+def _decimal(lo: Decimal | None = None, hi: Decimal | None = None, *, lo_open: bool = False,
+             hi_open: bool = False) -> Callable[[str], Decimal]:
+    def describe() -> str:
+        parts = []
+        if lo is not None:
+            parts.append(f"{'>' if lo_open else '>='} {lo}")
+        if hi is not None:
+            parts.append(f"{'<' if hi_open else '<='} {hi}")
+        return "a decimal number" + (" " + " and ".join(parts) if parts else "")
+
+    def parse(raw: str) -> Decimal:
+        try:
+            value = Decimal(raw.strip())
+        except InvalidOperation:
+            raise ValueError(describe()) from None
+        if not value.is_finite():
+            raise ValueError(describe())
+        if lo is not None and (value < lo or (lo_open and value == lo)):
+            raise ValueError(describe())
+        if hi is not None and (value > hi or (hi_open and value == hi)):
+            raise ValueError(describe())
+        return value
+
+    return parse
+
+
+def _int(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
+    def describe() -> str:
+        if lo is not None and hi is not None:
+            return f"an integer from {lo} to {hi}"
+        if lo is not None:
+            return f"an integer >= {lo}"
+        return "an integer"
+
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError(describe()) from None
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise ValueError(describe())
+        return value
+
+    return parse
+
+
+def _choice(*options: str, lower: bool = True) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower() if lower else raw.strip().upper()
+        if value not in options:
+            raise ValueError("one of " + ", ".join(options))
+        return value
+
+    return parse
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("true or false")
+
+
+def _text(raw: str) -> str:
+    return raw.strip()
+
+
+def _url(*schemes: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip()
+        if not any(value.startswith(s + "://") for s in schemes):
+            raise ValueError("a URL starting with " + " or ".join(s + "://" for s in schemes))
+        return value.rstrip("/") if schemes == ("http", "https") else value
+
+    return parse
+
+
+def _optional_url(raw: str) -> str:
+    return "" if not raw.strip() else _url("http", "https")(raw)
+
+
+def _markets(raw: str) -> tuple[str, ...]:
+    items = [m.strip().upper() for m in raw.split(",") if m.strip()]
+    if not items or any(not _MARKET_RE.match(m) for m in items):
+        raise ValueError("comma-separated KRW markets such as KRW-BTC,KRW-ETH")
+    return tuple(dict.fromkeys(items))
+
+
+def _unit(raw: str) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = -1
+    if value not in CANDLE_UNITS:
+        raise ValueError("one of " + ", ".join(map(str, CANDLE_UNITS)) + " (candle minutes)")
+    return value
+
+
+def _schedule(raw: str) -> str:
+    """A 5-field crontab or a positive number of seconds; kept as text, the
+    scheduler turns it into a Celery schedule."""
+    value = " ".join(raw.split())
+    allowed = "a 5-field crontab such as '* * * * *' or a number of seconds such as 30"
+    try:
+        seconds = float(value)
+    except ValueError:
+        fields = value.split(" ")
+        if len(fields) != 5 or not all(_CRON_FIELD_RE.match(f) for f in fields):
+            raise ValueError(allowed) from None
+        return value
+    if not seconds > 0:
+        raise ValueError(allowed)
+    return value
+
+
+def _timezone(raw: str) -> str:
+    value = raw.strip()
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("an IANA time zone such as Asia/Seoul or UTC") from None
+    return value
+
+
+def _weights(raw: str) -> dict[str, float]:
+    """``trend=1,momentum=2`` -> normalised weights; empty means equal weights."""
+    allowed = ("empty (equal weights) or name=weight pairs over "
+               + ", ".join(SIGNAL_NAMES) + ", non-negative, not all zero")
+    if not raw.strip():
+        return {}
+    out: dict[str, float] = {}
+    for part in raw.split(","):
+        name, sep, number = part.partition("=")
+        name = name.strip()
+        if not sep or name not in SIGNAL_NAMES:
+            raise ValueError(allowed)
+        try:
+            value = float(number)
+        except ValueError:
+            raise ValueError(allowed) from None
+        if not value >= 0 or value == float("inf"):
+            raise ValueError(allowed)
+        out[name] = value
+    if sum(out.values()) <= 0:
+        raise ValueError(allowed)
+    return out
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str
+    parse: Callable[[str], Any]
+    meaning: str
+    attr: str = ""
+    group: str = "general"
+
+    @property
+    def field_name(self) -> str:
+        return self.attr or self.name.lower()
+
+
+S = Setting
+SETTINGS: tuple[Setting, ...] = (
+    # connections
+    S("DATABASE_URL", "postgresql://bot:bot@database:5432/bot", _url("postgresql", "postgres"),
+      "PostgreSQL/TimescaleDB DSN", group="connections"),
+    S("CELERY_BROKER_URL", "redis://redis:6379/0", _url("redis", "rediss"),
+      "Celery broker (Redis)", group="connections"),
+    S("CELERY_BACKEND_URL", "redis://redis:6379/1", _url("redis", "rediss"),
+      "Celery result backend, also used for locks and heartbeats", group="connections"),
+    S("UPBIT_API_BASE", "https://api.upbit.com", _url("http", "https"),
+      "Upbit REST base URL (tests point it at a local server)", group="connections"),
+    S("UPBIT_ACCESS_KEY", "", _text, "Upbit access key; needed only in live mode; never logged",
+      group="connections"),
+    S("UPBIT_SECRET_KEY", "", _text, "Upbit secret key; needed only in live mode; never logged",
+      group="connections"),
+    S("UPBIT_TIMEOUT_SECONDS", "10", _decimal(Decimal("0.1"), Decimal("120")),
+      "HTTP read timeout for Upbit requests", group="connections"),
+    # trading
+    S("TRADING_MODE", "paper", _choice("paper", "live"),
+      "paper (simulated exchange, the default) or live (real orders on Upbit)", group="trading"),
+    S("TRADING_ENABLED", "true", _bool,
+      "kill switch: false = decide and log, never place an order", group="trading"),
+    S("MARKETS", "KRW-BTC", _markets,
+      "comma-separated KRW markets to collect and trade (MARKET is accepted too)",
+      group="trading"),
+    S("UNIT", "1", _unit, "candle minutes: 1, 3, 5, 10, 15, 30, 60 or 240", group="trading"),
+    S("THRESHOLD", "0.2", _decimal(Decimal(0), Decimal(1), lo_open=True),
+      "buy if score >= THRESHOLD, sell if score <= -THRESHOLD", group="trading"),
+    S("AGGRESSIVENESS", "0.0015", _decimal(Decimal(0), Decimal("0.1"), hi_open=True),
+      "limit price = last close * (1 +/- AGGRESSIVENESS), rounded to the tick",
+      group="trading"),
+    S("FEE_RATE", "0.0005", _decimal(Decimal(0), Decimal("0.01")),
+      "exchange fee per side (0.0005 = 0.05 %)", group="trading"),
+    S("FEE_BUFFER", "0.0005", _decimal(Decimal(0), Decimal("0.01")),
+      "extra margin kept back when sizing a buy", group="trading"),
+    S("MIN_ORDER_KRW", "5000", _decimal(Decimal(0), lo_open=True),
+      "exchange minimum order value in KRW", group="trading"),
+    S("PAPER_START_KRW", "1000000", _decimal(Decimal(0), lo_open=True),
+      "paper account's starting cash in KRW", group="trading"),
+    S("ORDER_TIMEOUT_SECONDS", "120", _int(1, 86400),
+      "an open limit order older than this is cancelled", group="trading"),
+    S("WEIGHTS", "", _weights,
+      "starting weights until the optimizer adopts some, e.g. trend=1,momentum=1 "
+      "(empty = equal weights)", group="trading"),
+    # risk
+    S("MAX_POSITION_KRW", "0", _decimal(Decimal(0)),
+      "cap on the KRW value of one buy (0 = no cap)", group="risk"),
+    S("DAILY_LOSS_LIMIT_PCT", "5", _decimal(Decimal(0), Decimal(100)),
+      "stop new buys for the rest of the UTC day once equity is this many percent below "
+      "the day's start (0 = off)", group="risk"),
+    # collector
+    S("BACKFILL_MAX_CANDLES", "10080", _int(200, 10_000_000),
+      "how far back one collect pass fills a gap (default 7 days of minutes)",
+      group="collector"),
+    # optimizer
+    S("OPTIMIZE_LOOKBACK_DAYS", "30", _int(1, 3650),
+      "days of candles the optimizer backtests", group="optimizer"),
+    S("OPTIMIZE_HOLDOUT", "0.25", _decimal(Decimal("0.05"), Decimal("0.9")),
+      "share of the lookback (the newest part) kept out of the search to validate it",
+      group="optimizer"),
+    S("OPTIMIZE_CANDIDATES", "5000", _int(1, 1_000_000),
+      "weight vectors tried per optimize run", group="optimizer"),
+    S("OPTIMIZE_MIN_IMPROVEMENT", "0.1", _decimal(Decimal(0)),
+      "holdout objective margin new weights must win by to be adopted", group="optimizer"),
+    # schedules
+    S("COLLECT_SCHEDULE", "* * * * *", _schedule,
+      "when Beat sends collect: 5-field crontab or seconds", group="schedules"),
+    S("TRADE_SCHEDULE", "* * * * *", _schedule,
+      "fallback trade schedule (the collector triggers trades at once)", group="schedules"),
+    S("RECONCILE_SCHEDULE", "* * * * *", _schedule,
+      "when open orders are reconciled", group="schedules"),
+    S("OPTIMIZE_SCHEDULE", "5 0 * * *", _schedule,
+      "when the optimizer runs", group="schedules"),
+    S("TIMEZONE", "Asia/Seoul", _timezone, "Beat's time zone for crontab schedules",
+      group="schedules"),
+    # operations
+    S("LOG_LEVEL", "INFO", _choice(*LOG_LEVELS, lower=False),
+      "DEBUG, INFO, WARNING or ERROR", group="operations"),
+    S("LOG_FORMAT", "text", _choice("text", "json"),
+      "text (one readable line per event) or json (one object per line)",
+      group="operations"),
+    # testing
+    S("BOT_CLOCK_SPEEDUP", "1", _decimal(Decimal(1), Decimal(3600)),
+      "testing only: run the daemon's clock this many times faster (1 = real time)",
+      group="testing"),
+    S("BOT_CLOCK_EPOCH", "0", _decimal(Decimal(0)),
+      "testing only: Unix time from which a sped-up clock runs", group="testing"),
+)
+del S
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+_ALIASES = {"MARKET": "MARKETS"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting, typed. Build with :func:`load_settings`; never mutate."""
+
+    database_url: str
+    celery_broker_url: str
+    celery_backend_url: str
+    upbit_api_base: str
+    upbit_access_key: str = field(repr=False)
+    upbit_secret_key: str = field(repr=False)
+    upbit_timeout_seconds: Decimal
+    trading_mode: str
+    trading_enabled: bool
+    markets: tuple[str, ...]
+    unit: int
+    threshold: Decimal
+    aggressiveness: Decimal
+    fee_rate: Decimal
+    fee_buffer: Decimal
+    min_order_krw: Decimal
+    paper_start_krw: Decimal
+    order_timeout_seconds: int
+    weights: Mapping[str, float]
+    max_position_krw: Decimal
+    daily_loss_limit_pct: Decimal
+    backfill_max_candles: int
+    optimize_lookback_days: int
+    optimize_holdout: Decimal
+    optimize_candidates: int
+    optimize_min_improvement: Decimal
+    collect_schedule: str
+    trade_schedule: str
+    reconcile_schedule: str
+    optimize_schedule: str
+    timezone: str
+    log_level: str
+    log_format: str
+    bot_clock_speedup: Decimal
+    bot_clock_epoch: Decimal
+
+    @property
+    def live(self) -> bool:
+        return self.trading_mode == "live"
+
+    @property
+    def timeframe(self) -> str:
+        """The ``candles.timeframe`` value for UNIT, e.g. ``1m``."""
+        return f"{self.unit}m"
+
+    def public_summary(self) -> dict[str, Any]:
+        """The settings worth a start-up log line; never a secret or a DSN password."""
+        return {
+            "mode": "LIVE" if self.live else "paper",
+            "trading_enabled": self.trading_enabled,
+            "markets": ",".join(self.markets),
+            "unit": self.unit,
+            "threshold": str(self.threshold),
+            "aggressiveness": str(self.aggressiveness),
+            "fee_rate": str(self.fee_rate),
+            "max_position_krw": str(self.max_position_krw),
+            "daily_loss_limit_pct": str(self.daily_loss_limit_pct),
+            "order_timeout_seconds": self.order_timeout_seconds,
+            "database": redact_url(self.database_url),
+            "broker": redact_url(self.celery_broker_url),
+            "upbit_api_base": self.upbit_api_base,
+        }
+
+
+def redact_url(url: str) -> str:
+    """``scheme://user:password@host`` -> ``scheme://user:***@host``."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Parse a docker-compose style ``.env`` file (KEY=VALUE, # comments)."""
+    values: dict[str, str] = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip().removeprefix("export ").strip()] = value
+    return values
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Parse every setting from ``environ`` (default: ``os.environ``).
+
+    Raises :class:`ConfigError` naming the first bad variable.
+    """
+    env = dict(os.environ if environ is None else environ)
+    for alias, name in _ALIASES.items():
+        if alias in env and name not in env:
+            env[name] = env[alias]
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = env.get(setting.name)
+        if raw is None or (raw.strip() == "" and setting.default != ""):
+            raw = setting.default
+        try:
+            values[setting.field_name] = setting.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(setting.name, raw, str(exc)) from None
+    settings = Settings(**values)
+    _check_together(settings)
+    return settings
+
+
+def _check_together(settings: Settings) -> None:
+    if settings.live:
+        for name in ("UPBIT_ACCESS_KEY", "UPBIT_SECRET_KEY"):
+            if not getattr(settings, name.lower()):
+                raise ConfigError(name, "", "required when TRADING_MODE=live")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment once."""
+    return load_settings()
+
+
+def setting(name: str) -> Setting:
+    return _BY_NAME[name]

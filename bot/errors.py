@@ -1,0 +1,89 @@
+"""The error taxonomy. Whether a failed job is retried follows from the type
+alone: :class:`TemporaryError` and its children are worth a retry (network,
+rate limit, exchange 5xx, database unavailable); everything else is not.
+
+No exception here may carry a secret: messages are built from Upbit's error
+``name``/``message``, HTTP status, method and path only, never headers or keys.
+"""
+
+from __future__ import annotations
+
+
+class BotError(Exception):
+    """Base of every error the daemon raises on purpose."""
+
+
+class TemporaryError(BotError):
+    """A failure a later retry may not see: retry with backoff."""
+
+
+class DatabaseUnavailable(TemporaryError):
+    """PostgreSQL refused or dropped the connection."""
+
+
+class ExchangeError(BotError):
+    """An error answer from Upbit (or the paper exchange).
+
+    ``name`` is Upbit's error code (``insufficient_funds_bid``, ...), ``status``
+    the HTTP status (0 when no response arrived).
+    """
+
+    def __init__(self, message: str, *, name: str = "", status: int = 0,
+                 method: str = "", path: str = ""):
+        self.name = name
+        self.status = status
+        self.method = method
+        self.path = path
+        self.error_message = message
+        where = f" {method} {path}" if method else ""
+        code = f" {name}" if name else ""
+        super().__init__(f"upbit{where} -> {status or 'no response'}{code}: {message}")
+
+
+class ExchangeTemporaryError(ExchangeError, TemporaryError):
+    """Network failure, timeout, 5xx or an unreadable body."""
+
+
+class RateLimited(ExchangeTemporaryError):
+    """HTTP 429: over Upbit's request allowance. ``retry_after`` in seconds."""
+
+    def __init__(self, message: str, *, retry_after: float = 1.0, **kw):
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class Banned(ExchangeError):
+    """HTTP 418: Upbit banned this IP for a while. Do not retry before ``retry_after``."""
+
+    def __init__(self, message: str, *, retry_after: float = 60.0, **kw):
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class AuthError(ExchangeError):
+    """Keys missing, wrong, expired or without the needed permission."""
+
+
+class InvalidOrder(ExchangeError):
+    """The exchange refused the order's parameters (price off tick, below minimum...)."""
+
+
+class InsufficientFunds(InvalidOrder):
+    """Not enough free KRW or coin for the order."""
+
+
+class OrderNotFound(ExchangeError):
+    """No order with that uuid or identifier."""
+
+
+class MalformedResponse(ExchangeTemporaryError):
+    """A 2xx answer whose body is not what Upbit documents (missing field, null price)."""
+
+
+class OrderSubmitUnknown(ExchangeTemporaryError):
+    """An order POST got no answer (timeout, connection reset): it may or may not
+    have landed. Never resend blindly; look the identifier up."""
+
+
+def is_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, TemporaryError)

@@ -1,0 +1,80 @@
+"""Plain value types shared by the exchange clients, storage and the jobs.
+
+Money is ``Decimal`` here (exact, as the exchange needs it); the numeric
+engines (strategies, backtest) work on float arrays built from these.
+Timestamps are timezone-aware UTC ``datetime``s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+Side = Literal["bid", "ask"]
+OrderState = Literal["wait", "watch", "done", "cancel"]
+OPEN_STATES = frozenset({"wait", "watch"})
+
+
+@dataclass(frozen=True, slots=True)
+class Candle:
+    """One candle; ``ts`` is the start of its period in UTC."""
+
+    market: str
+    ts: datetime
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+    quote_volume: Decimal
+    unit: int = 1
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    """One currency of an account. ``balance`` is free to use, ``locked`` is
+    held by open orders (Upbit's meaning: available = balance)."""
+
+    currency: str
+    balance: Decimal
+    locked: Decimal = Decimal(0)
+    avg_buy_price: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """One fill of an order, as the exchange reports it."""
+
+    uuid: str
+    market: str
+    side: Side
+    price: Decimal
+    volume: Decimal
+    funds: Decimal
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """An order as the exchange reports it."""
+
+    uuid: str
+    market: str
+    side: Side
+    ord_type: str
+    state: str
+    price: Decimal | None
+    volume: Decimal | None
+    remaining_volume: Decimal
+    executed_volume: Decimal
+    paid_fee: Decimal
+    created_at: datetime
+    identifier: str | None = None
+    trades: tuple[Trade, ...] = ()
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in OPEN_STATES

@@ -1,0 +1,106 @@
+"""Connections: one lazily created psycopg2 pool per process.
+
+Every connection is borrowed inside a ``with`` block and always given back,
+closed if it broke (the seed leaked one connection per run). A lost or refused
+connection surfaces as :class:`bot.errors.DatabaseUnavailable`, which the job
+layer retries; SQL errors stay psycopg2 errors (a bug, not worth a retry).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg2
+import psycopg2.extensions
+import psycopg2.extras
+import psycopg2.pool
+
+from bot.config import redact_url
+from bot.errors import DatabaseUnavailable
+
+_CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
+
+
+class Database:
+    """A small pool of connections to one DSN, safe across ``fork`` (Celery's
+    prefork workers): a child process builds its own pool on first use."""
+
+    def __init__(self, dsn: str, *, maxconn: int = 4, connect_timeout: int = 5):
+        self.dsn = dsn
+        self.maxconn = maxconn
+        self.connect_timeout = connect_timeout
+        self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Database({redact_url(self.dsn)!r})"
+
+    def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
+        with self._lock:
+            if self._pool is None or self._pid != os.getpid():
+                try:
+                    self._pool = psycopg2.pool.ThreadedConnectionPool(
+                        0, self.maxconn, self.dsn, connect_timeout=self.connect_timeout,
+                        application_name="upbit-bot",
+                    )
+                except _CONNECTION_ERRORS as exc:
+                    raise DatabaseUnavailable(_describe(exc, self.dsn)) from None
+                self._pid = os.getpid()
+            return self._pool
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg2.extensions.connection]:
+        """Borrow a connection; commit on success, roll back on error, always
+        give it back (closed if it broke)."""
+        pool = self._get_pool()
+        try:
+            conn = pool.getconn()
+        except _CONNECTION_ERRORS as exc:
+            raise DatabaseUnavailable(_describe(exc, self.dsn)) from None
+        except psycopg2.pool.PoolError as exc:
+            raise DatabaseUnavailable(f"database pool exhausted: {exc}") from None
+        broken = False
+        try:
+            yield conn
+            conn.commit()
+        except _CONNECTION_ERRORS as exc:
+            broken = True
+            raise DatabaseUnavailable(_describe(exc, self.dsn)) from None
+        except BaseException:
+            try:
+                conn.rollback()
+            except _CONNECTION_ERRORS:
+                broken = True
+            raise
+        finally:
+            broken = broken or bool(conn.closed)
+            pool.putconn(conn, close=broken)
+
+    @contextmanager
+    def cursor(self) -> Iterator[psycopg2.extensions.cursor]:
+        """A cursor inside one transaction (committed when the block ends)."""
+        with self.connection() as conn, conn.cursor() as cur:
+            yield cur
+
+    def ping(self) -> None:
+        with self.cursor() as cur:
+            cur.execute("SELECT 1")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None and self._pid == os.getpid():
+                self._pool.closeall()
+            self._pool = None
+
+
+def _describe(exc: BaseException, dsn: str) -> str:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return f"database unavailable ({redact_url(dsn)}): {first}"
+
+
+def json_value(value: object) -> psycopg2.extras.Json:
+    return psycopg2.extras.Json(value)
