@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -35,7 +36,12 @@ class ConfigError(ValueError):
         self.name = name
         self.value = value
         self.allowed = allowed
-        shown = "<redacted>" if name in SECRET_NAMES or _looks_like_url_secret(name) else value
+        if name in SECRET_NAMES:
+            shown = "<redacted>"
+        elif _looks_like_url_secret(name):
+            shown = redact_url(value)
+        else:
+            shown = value
         super().__init__(f"invalid setting {name}={shown!r}: {allowed}")
 
 
@@ -412,6 +418,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             values[setting.field_name] = setting.parse(raw)
         except ValueError as exc:
             raise ConfigError(setting.name, raw, str(exc)) from None
+    values["weights"] = MappingProxyType(values["weights"])
     settings = Settings(**values)
     _check_together(settings)
     return settings
@@ -424,10 +431,19 @@ def _check_together(settings: Settings) -> None:
                 raise ConfigError(name, "", "required when TRADING_MODE=live")
 
 
+def process_environment(env_file: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """This process's environment over the ``.env`` file (``ENV_FILE``, default
+    ``.env`` in the working directory) when one exists: real variables win."""
+    path = Path(env_file or os.environ.get("ENV_FILE") or ".env")
+    merged = read_env_file(path) if path.is_file() else {}
+    merged.update(os.environ)
+    return merged
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process's settings, read from the environment once."""
-    return load_settings()
+    """The process's settings, read once from the environment (and ``.env``)."""
+    return load_settings(process_environment())
 
 
 def setting(name: str) -> Setting:

@@ -28,7 +28,8 @@ _role = "bot"
 _secrets: list[str] = []
 _secret_lock = threading.Lock()
 # Bearer tokens and JWTs can appear in exception text from HTTP libraries.
-_TOKEN_RE = re.compile(r"(Bearer\s+)[A-Za-z0-9\-_.=]+|eyJ[A-Za-z0-9\-_]+\.[A-Za-z0-9\-_]+\.[A-Za-z0-9\-_]*")
+_TOKEN_RE = re.compile(r"(Bearer\s+)[A-Za-z0-9\-_.=]+"
+                       r"|eyJ[A-Za-z0-9\-_]+\.[A-Za-z0-9\-_]+\.[A-Za-z0-9\-_]*")
 _URL_PASSWORD_RE = re.compile(r"(://[^:/@\s]*):[^@/\s]*@")
 
 

@@ -161,3 +161,14 @@ def day_open(db: Database, market: str, timeframe: str, day_start: datetime,
             (market, timeframe, day_start, until))
         row = cur.fetchone()
     return row[0] if row else None
+
+
+def latest_closes(db: Database, markets: Sequence[str], timeframe: str) -> dict[str, Decimal]:
+    """The newest stored close of each market."""
+    if not markets:
+        return {}
+    with db.cursor() as cur:
+        cur.execute("SELECT DISTINCT ON (market) market, close FROM candles"
+                    " WHERE market = ANY(%s) AND timeframe = %s ORDER BY market, ts DESC",
+                    (list(markets), timeframe))
+        return dict(cur.fetchall())

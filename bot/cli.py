@@ -1,0 +1,160 @@
+"""Command line: ``python -m bot <command>`` (installed as ``bot``).
+
+Exit codes: 0 success, 2 bad usage or configuration, 1 a failure. ``--json``
+prints one JSON object on stdout and nothing else; logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from bot import clock
+from bot.config import ConfigError, Settings, get_settings
+from bot.errors import BotError
+from bot.logs import event, setup_logging
+
+log = logging.getLogger("bot.cli")
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad command-line usage: exit code 2."""
+
+
+def _markets(settings: Settings, market: str | None) -> tuple[str, ...]:
+    if market is None:
+        return settings.markets
+    market = market.strip().upper()
+    if not market.startswith("KRW-") or len(market) < 5:
+        raise UsageError(f"--market {market!r}: expected a KRW market such as KRW-BTC")
+    return (market,)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, default=str, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def _database(settings: Settings):
+    from bot.storage import Database
+    return Database(settings.database_url)
+
+
+def _upbit(settings: Settings):
+    from bot.upbit import UpbitClient
+    return UpbitClient.from_settings(settings)
+
+
+# --- commands -----------------------------------------------------------------
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.storage.migrate import migrate
+    result = migrate(_database(settings))
+    data = {"applied": list(result.applied), "version": result.current,
+            "timescale": result.timescale}
+    if args.json:
+        _print_json(data)
+    else:
+        event(log, "db.ready", version=result.current,
+              applied=",".join(map(str, result.applied)) or "none",
+              backend="timescaledb" if result.timescale else "postgresql")
+    return EXIT_OK
+
+
+def cmd_collect(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.collector import collect
+    results = collect(_database(settings), _upbit(settings), _markets(settings, args.market),
+                      unit=settings.unit, max_candles=settings.backfill_max_candles)
+    if args.json:
+        _print_json({"markets": [
+            {"market": r.market, "inserted": r.inserted, "updated": r.updated,
+             "newest_ts": r.newest_ts, "requests": r.requests, "error": r.error}
+            for r in results]})
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILURE
+
+
+def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.collector import Progress, backfill
+    if not args.days > 0:
+        raise UsageError("--days must be a positive number")
+    db, client = _database(settings), _upbit(settings)
+    out = []
+    for market in _markets(settings, args.market):
+        progress = None if args.quiet else Progress(f"backfill {market}")
+        r = backfill(db, client, market, days=args.days, unit=settings.unit,
+                     progress=progress)
+        out.append({"market": market, "inserted": r.inserted, "updated": r.updated,
+                    "requests": r.requests, "oldest_ts": r.oldest_ts,
+                    "seconds": round(r.seconds, 3)})
+    if args.json:
+        _print_json({"markets": out})
+    return EXIT_OK
+
+
+# --- parser -------------------------------------------------------------------
+
+Command = Callable[[Settings, argparse.Namespace], int]
+
+
+def _add(sub: Any, name: str, func: Command, help_text: str, *, market: bool = True,
+         json_flag: bool = True) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help_text, description=help_text)
+    parser.set_defaults(func=func)
+    if market:
+        parser.add_argument("--market", help="one market (default: every market in MARKETS)")
+    if json_flag:
+        parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bot", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="command", required=True)
+    _add(sub, "migrate", cmd_migrate, "apply pending database migrations", market=False)
+    _add(sub, "collect", cmd_collect, "run one collect pass")
+    p = _add(sub, "backfill", cmd_backfill, "fill candle history for the last N days")
+    p.add_argument("--days", type=float, required=True, help="how many days back")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    return parser
+
+
+def _configure_clock(settings: Settings) -> None:
+    clock.configure(float(settings.bot_clock_speedup), float(settings.bot_clock_epoch))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on bad usage, 0 on --help
+        return int(exc.code or 0)
+    try:
+        settings = get_settings()
+    except ConfigError as exc:
+        sys.stderr.write(f"bot: {exc}\n")
+        return EXIT_USAGE
+    setup_logging(settings.log_level, settings.log_format, role=f"cli.{args.command}",
+                  secrets=(settings.upbit_access_key, settings.upbit_secret_key))
+    _configure_clock(settings)
+    try:
+        return args.func(settings, args)
+    except UsageError as exc:
+        sys.stderr.write(f"bot {args.command}: {exc}\n")
+        return EXIT_USAGE
+    except BotError as exc:
+        event(log, "command.failed", level=logging.ERROR, command=args.command,
+              error=type(exc).__name__, detail=str(exc))
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

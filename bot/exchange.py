@@ -1,0 +1,60 @@
+"""The one small interface the trader talks to, implemented by the live Upbit
+client (:class:`bot.upbit.UpbitClient`) and by the paper exchange
+(:class:`bot.paper.PaperExchange`). Everything above it is shared by paper and
+live trading line for line."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import TYPE_CHECKING, Protocol
+
+from bot.models import Balance, Order
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+    from bot.storage import Database
+
+
+class Exchange(Protocol):
+    def balances(self) -> list[Balance]:
+        """Every currency of the account; ``balance`` is the free amount."""
+        ...
+
+    def place_limit_order(self, market: str, side: str, price: Decimal, volume: Decimal,
+                          identifier: str) -> Order:
+        """Place a limit order; raises on refusal, never retries by itself."""
+        ...
+
+    def get_order(self, *, uuid: str | None = None, identifier: str | None = None) -> Order:
+        """The order with its trades; raises ``OrderNotFound``."""
+        ...
+
+    def open_orders(self, market: str | None = None) -> list[Order]:
+        ...
+
+    def cancel_order(self, *, uuid: str | None = None, identifier: str | None = None) -> Order:
+        ...
+
+
+def make_exchange(settings: Settings, db: Database) -> Exchange:
+    """The live Upbit client when TRADING_MODE=live, else the paper exchange."""
+    if settings.live:
+        from bot.upbit import UpbitClient
+        return UpbitClient.from_settings(settings)
+    from bot.paper import PaperExchange
+    return PaperExchange.from_settings(settings, db)
+
+
+def free_balance(balances: list[Balance], currency: str) -> Decimal:
+    """Upbit's ``balance`` (already free of what open orders lock)."""
+    for balance in balances:
+        if balance.currency == currency:
+            return balance.balance
+    return Decimal(0)
+
+
+def total_balance(balances: list[Balance], currency: str) -> Decimal:
+    for balance in balances:
+        if balance.currency == currency:
+            return balance.balance + balance.locked
+    return Decimal(0)

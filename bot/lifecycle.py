@@ -1,0 +1,207 @@
+"""Order lifecycle: send an order exactly once, then follow it to ``done`` or
+``cancel``.
+
+Every order row is written (state ``new``) before it is sent. Sending first
+looks the order's ``identifier`` up at the exchange, so a retried or
+redelivered task finds the order it already placed instead of placing a
+second one; a POST whose answer was lost is resolved the same way. The
+reconcile pass (each minute, and at worker start) takes the exchange's view of
+every active order: records each fill once (unique trade uuid), follows the
+state, cancels limit orders open longer than ORDER_TIMEOUT_SECONDS, adopts
+open orders the database has never seen, and logs every difference. One
+order's error does not stop the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from bot import clock
+from bot.config import Settings
+from bot.errors import ExchangeError, InvalidOrder, OrderNotFound, OrderSubmitUnknown
+from bot.exchange import Exchange
+from bot.logs import event
+from bot.models import Order
+from bot.storage import Database
+from bot.storage import orders as order_store
+from bot.storage.orders import OrderRow
+
+log = logging.getLogger("bot.orders")
+
+
+@dataclass
+class TradeContext:
+    """What the trader and the reconcile pass work with."""
+
+    settings: Settings
+    db: Database
+    exchange: Exchange
+    now: Callable[[], datetime] = clock.now
+    notify: Callable[..., None] = field(default=lambda *a, **k: None)
+
+    @property
+    def mode(self) -> str:
+        return self.settings.trading_mode
+
+    @property
+    def period(self) -> timedelta:
+        return timedelta(minutes=self.settings.unit)
+
+
+@dataclass
+class ReconcileResult:
+    market: str | None
+    checked: int = 0
+    fills: int = 0
+    cancelled: int = 0
+    adopted: int = 0
+    errors: int = 0
+    sent: int = 0
+
+
+def _order_fields(row: OrderRow) -> dict:
+    return {"market": row.market, "side": row.side, "price": row.price, "volume": row.volume,
+            "identifier": row.identifier}
+
+
+def send_order(ctx: TradeContext, row: OrderRow) -> str:
+    """Place ``row`` unless the exchange already has its identifier; returns
+    the resulting state. Raises a temporary error when the outcome is unknown
+    (the order stays ``new`` for the retry or the next reconcile)."""
+    try:
+        return _take(ctx, row, ctx.exchange.get_order(identifier=row.identifier), "found")
+    except OrderNotFound:
+        pass
+    try:
+        placed = ctx.exchange.place_limit_order(row.market, row.side, row.price, row.volume,
+                                                row.identifier)
+    except OrderSubmitUnknown:
+        try:
+            return _take(ctx, row, ctx.exchange.get_order(identifier=row.identifier), "found")
+        except OrderNotFound:
+            event(log, "order.unknown", level=logging.WARNING, **_order_fields(row),
+                  detail="no answer to the order; will look the identifier up again")
+            raise
+    except InvalidOrder as exc:
+        # It may have landed in an earlier attempt whose answer was lost.
+        try:
+            return _take(ctx, row, ctx.exchange.get_order(identifier=row.identifier), "found")
+        except OrderNotFound:
+            pass
+        order_store.mark(ctx.db, row.id, "rejected", error=f"{exc.name or exc.status}: "
+                         f"{exc.error_message}")
+        event(log, "order.rejected", level=logging.WARNING, **_order_fields(row),
+              error=exc.name, status=exc.status, detail=exc.error_message)
+        return "rejected"
+    return _take(ctx, row, placed, "placed")
+
+
+def _take(ctx: TradeContext, row: OrderRow, order: Order, how: str) -> str:
+    order_store.record_exchange_state(ctx.db, row.id, order, sent_at=ctx.now())
+    event(log, f"order.{how}", **_order_fields(row), uuid=order.uuid, state=order.state)
+    if order.trades:
+        _record_fills(ctx, order_store.by_id(ctx.db, row.id), order)
+    return order.state
+
+
+def _record_fills(ctx: TradeContext, row: OrderRow, order: Order) -> int:
+    """Record each trade of ``order`` once; the fee is the order's ``paid_fee``
+    shared by funds (Upbit's trades carry no fee of their own)."""
+    total_funds = sum((t.funds for t in order.trades), Decimal(0))
+    new = 0
+    for trade in order.trades:
+        if total_funds > 0:
+            fee = order.paid_fee * trade.funds / total_funds
+        else:
+            fee = trade.funds * ctx.settings.fee_rate
+        if order_store.insert_fill(ctx.db, row, trade, fee):
+            new += 1
+            event(log, "order.filled", market=row.market, side=row.side, price=trade.price,
+                  volume=trade.volume, funds=trade.funds, fee=fee.quantize(Decimal("0.0001")),
+                  identifier=row.identifier, trade=trade.uuid)
+            ctx.notify("order.filled", market=row.market, side=row.side, price=trade.price,
+                       volume=trade.volume, funds=trade.funds, fee=fee)
+    return new
+
+
+def _reconcile_one(ctx: TradeContext, row: OrderRow, result: ReconcileResult) -> None:
+    now = ctx.now()
+    if row.exchange_uuid is None:
+        try:
+            order = ctx.exchange.get_order(identifier=row.identifier)
+        except OrderNotFound:
+            if now - row.created_at < ctx.period:
+                # Written but never confirmed sent, and still fresh: send it.
+                if send_order(ctx, row) != "rejected":
+                    result.sent += 1
+            else:
+                order_store.mark(ctx.db, row.id, "failed", error="never reached the exchange")
+                event(log, "order.failed", level=logging.WARNING, **_order_fields(row),
+                      detail="never reached the exchange; too old to send now")
+            return
+        event(log, "order.recovered", **_order_fields(row), uuid=order.uuid, state=order.state,
+              detail="found by identifier")
+    else:
+        order = ctx.exchange.get_order(uuid=row.exchange_uuid)
+    result.fills += _record_fills(ctx, row, order)
+    if order.state != row.state:
+        event(log, "order.state", market=row.market, identifier=row.identifier,
+              database=row.state, exchange=order.state)
+    order_store.record_exchange_state(ctx.db, row.id, order)
+    opened = row.sent_at or row.created_at
+    if order.is_open and now - opened > timedelta(seconds=ctx.settings.order_timeout_seconds):
+        cancelled = ctx.exchange.cancel_order(uuid=order.uuid)
+        order_store.record_exchange_state(ctx.db, row.id, cancelled)
+        order_store.mark(ctx.db, row.id, cancelled.state, cancel_reason="timeout")
+        result.fills += _record_fills(ctx, row, cancelled)
+        result.cancelled += 1
+        event(log, "order.cancelled", **_order_fields(row), reason="timeout",
+              age_s=int((now - opened).total_seconds()), executed=cancelled.executed_volume)
+        ctx.notify("order.cancelled", market=row.market, side=row.side, price=row.price,
+                   volume=row.volume, reason="timeout")
+
+
+def reconcile_market(ctx: TradeContext, market: str | None, *,
+                     adopt_unknown: bool = True) -> ReconcileResult:
+    """Bring every active order of ``market`` (None: all) in line with the exchange."""
+    result = ReconcileResult(market)
+    for row in order_store.active(ctx.db, ctx.mode, market):
+        result.checked += 1
+        try:
+            _reconcile_one(ctx, row, result)
+        except ExchangeError as exc:
+            result.errors += 1
+            event(log, "order.reconcile_failed", level=logging.WARNING, **_order_fields(row),
+                  error=type(exc).__name__, detail=str(exc))
+    if adopt_unknown:
+        try:
+            open_now = ctx.exchange.open_orders(market)
+        except ExchangeError as exc:
+            result.errors += 1
+            event(log, "order.reconcile_failed", level=logging.WARNING, market=market,
+                  error=type(exc).__name__, detail=str(exc))
+            open_now = []
+        for order in open_now:
+            if not order_store.known(ctx.db, uuid=order.uuid, identifier=order.identifier):
+                order_store.adopt(ctx.db, ctx.mode, order)
+                result.adopted += 1
+                event(log, "order.adopted", level=logging.WARNING, market=order.market,
+                      side=order.side, price=order.price, volume=order.volume, uuid=order.uuid,
+                      identifier=order.identifier, detail="open at the exchange, unknown here")
+    return result
+
+
+def reconcile(ctx: TradeContext, markets: tuple[str, ...] | None = None) -> list[ReconcileResult]:
+    """A reconcile pass over the configured markets."""
+    results = []
+    for market in markets or ctx.settings.markets:
+        result = reconcile_market(ctx, market)
+        results.append(result)
+        event(log, "reconcile", market=market, checked=result.checked, fills=result.fills,
+              cancelled=result.cancelled, adopted=result.adopted, sent=result.sent,
+              errors=result.errors)
+    return results

@@ -1,0 +1,152 @@
+"""The ``orders`` and ``fills`` tables: every order the trader sends, written
+before it is sent, and each of its fills exactly once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from psycopg2.extensions import cursor as Cursor
+
+from bot.models import Order, Trade
+from bot.storage.db import Database
+
+ACTIVE_STATES = ("new", "wait", "watch")
+
+
+@dataclass(frozen=True)
+class OrderRow:
+    id: int
+    identifier: str
+    mode: str
+    market: str
+    side: str
+    price: Decimal
+    volume: Decimal
+    state: str
+    exchange_uuid: str | None
+    decision_id: int | None
+    executed_volume: Decimal
+    paid_fee: Decimal
+    error: str | None
+    cancel_reason: str | None
+    created_at: datetime
+    sent_at: datetime | None
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+
+_COLUMNS = ("id, identifier, mode, market, side, price, volume, state, exchange_uuid,"
+            " decision_id, executed_volume, paid_fee, error, cancel_reason, created_at, sent_at")
+
+
+def insert_new(cur: Cursor, *, identifier: str, mode: str, market: str, side: str,
+               price: Decimal, volume: Decimal, decision_id: int | None,
+               created_at: datetime) -> int:
+    cur.execute("INSERT INTO orders (identifier, mode, market, side, price, volume, state,"
+                " decision_id, created_at, updated_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, 'new', %s, %s, %s) RETURNING id",
+                (identifier, mode, market, side, price, volume, decision_id, created_at,
+                 created_at))
+    return cur.fetchone()[0]
+
+
+def _one(db: Database, where: str, params: tuple) -> OrderRow | None:
+    with db.cursor() as cur:
+        cur.execute(f"SELECT {_COLUMNS} FROM orders WHERE {where}", params)
+        row = cur.fetchone()
+    return OrderRow(*row) if row else None
+
+
+def by_identifier(db: Database, identifier: str) -> OrderRow | None:
+    return _one(db, "identifier = %s", (identifier,))
+
+
+def by_id(db: Database, order_id: int) -> OrderRow | None:
+    return _one(db, "id = %s", (order_id,))
+
+
+def by_decision(db: Database, decision_id: int) -> OrderRow | None:
+    return _one(db, "decision_id = %s", (decision_id,))
+
+
+def known(db: Database, *, uuid: str, identifier: str | None) -> bool:
+    with db.cursor() as cur:
+        cur.execute("SELECT 1 FROM orders WHERE exchange_uuid = %s OR identifier = %s",
+                    (uuid, identifier or ""))
+        return cur.fetchone() is not None
+
+
+def active(db: Database, mode: str, market: str | None = None) -> list[OrderRow]:
+    sql = f"SELECT {_COLUMNS} FROM orders WHERE mode = %s AND state IN %s"
+    params: list = [mode, ACTIVE_STATES]
+    if market is not None:
+        sql += " AND market = %s"
+        params.append(market)
+    with db.cursor() as cur:
+        cur.execute(sql + " ORDER BY id", params)
+        return [OrderRow(*row) for row in cur.fetchall()]
+
+
+def record_exchange_state(db: Database, order_id: int, order: Order,
+                          sent_at: datetime | None = None) -> None:
+    """Take the exchange's view of an order (uuid, state, executed volume, fee)."""
+    with db.cursor() as cur:
+        cur.execute("UPDATE orders SET exchange_uuid = %s, state = %s, executed_volume = %s,"
+                    " paid_fee = %s, sent_at = coalesce(sent_at, %s), updated_at = now()"
+                    " WHERE id = %s",
+                    (order.uuid, order.state, order.executed_volume, order.paid_fee, sent_at,
+                     order_id))
+
+
+def mark(db: Database, order_id: int, state: str, *, error: str | None = None,
+         cancel_reason: str | None = None) -> None:
+    with db.cursor() as cur:
+        cur.execute("UPDATE orders SET state = %s, error = coalesce(%s, error),"
+                    " cancel_reason = coalesce(%s, cancel_reason), updated_at = now()"
+                    " WHERE id = %s", (state, error, cancel_reason, order_id))
+
+
+def adopt(db: Database, mode: str, order: Order) -> int:
+    """Record an order the exchange has and the database had never seen."""
+    identifier = order.identifier or f"external-{order.uuid}"
+    with db.cursor() as cur:
+        cur.execute("INSERT INTO orders (identifier, mode, market, side, ord_type, price, volume,"
+                    " state, exchange_uuid, executed_volume, paid_fee, created_at, sent_at)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT (identifier) DO UPDATE SET exchange_uuid = EXCLUDED.exchange_uuid"
+                    " RETURNING id",
+                    (identifier, mode, order.market, order.side, order.ord_type,
+                     order.price or 0, order.volume or 0, order.state, order.uuid,
+                     order.executed_volume, order.paid_fee, order.created_at, order.created_at))
+        return cur.fetchone()[0]
+
+
+def insert_fill(db: Database, order: OrderRow, trade: Trade, fee: Decimal) -> bool:
+    """Record a fill once; False when this trade uuid is already recorded."""
+    with db.cursor() as cur:
+        cur.execute("INSERT INTO fills (order_id, trade_uuid, mode, market, side, price, volume,"
+                    " funds, fee, traded_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT (trade_uuid) DO NOTHING RETURNING id",
+                    (order.id, trade.uuid, order.mode, order.market, order.side, trade.price,
+                     trade.volume, trade.funds, fee, trade.created_at))
+        return cur.fetchone() is not None
+
+
+def fills_of(db: Database, order_id: int) -> list[tuple]:
+    with db.cursor() as cur:
+        cur.execute("SELECT trade_uuid, price, volume, funds, fee FROM fills WHERE order_id = %s"
+                    " ORDER BY traded_at, id", (order_id,))
+        return cur.fetchall()
+
+
+def count(db: Database, mode: str | None = None) -> int:
+    with db.cursor() as cur:
+        if mode is None:
+            cur.execute("SELECT count(*) FROM orders")
+        else:
+            cur.execute("SELECT count(*) FROM orders WHERE mode = %s", (mode,))
+        return cur.fetchone()[0]

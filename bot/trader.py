@@ -1,0 +1,254 @@
+"""The trader job: one decision per market per closed candle, and at most one
+order for it.
+
+A pass for a market: reconcile its orders (so the position is current), load
+the last 200 closed candles, refuse stale or unconfirmed data, decide with
+:func:`bot.strategies.decide`, apply the risk controls, then write the
+decision and the order (state ``new``) in one transaction and send the order
+(:func:`bot.lifecycle.send_order`). The decision row is unique per market and
+candle, so a second evaluation of a candle changes nothing; the order's
+identifier derives from the decision, so no retry can place it twice.
+
+Sizing follows DESIGN.md: a bid at close * (1 + AGGRESSIVENESS) rounded up to
+the tick for floor8(budget / (price * (1 + FEE_RATE + FEE_BUFFER))) coins; an
+ask for the whole free coin balance at close * (1 - AGGRESSIVENESS) rounded
+down; nothing below MIN_ORDER_KRW. The budget is the free KRW divided among
+the configured markets that hold no position (all of it with one market),
+capped by MAX_POSITION_KRW.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from bot import strategies
+from bot.clock import floor_to_unit
+from bot.exchange import free_balance, total_balance
+from bot.lifecycle import TradeContext, reconcile_market, send_order
+from bot.logs import event
+from bot.models import Balance
+from bot.money import floor_volume, fmt, round_price
+from bot.storage import candles as candle_store
+from bot.storage import decisions as decision_store
+from bot.storage import equity as equity_store
+from bot.storage import orders as order_store
+from bot.storage import weights as weight_store
+
+log = logging.getLogger("bot.trader")
+
+
+@dataclass(frozen=True)
+class OrderPlan:
+    side: str
+    price: Decimal
+    volume: Decimal
+
+    @property
+    def value(self) -> Decimal:
+        return self.price * self.volume
+
+
+@dataclass(frozen=True)
+class TradeOutcome:
+    market: str
+    status: str  # decided | already_decided | skipped
+    candle_ts: datetime | None = None
+    action: str = "hold"
+    score: float | None = None
+    signals: dict[str, int] | None = None
+    reason: str = ""
+    order: OrderPlan | None = None
+    identifier: str | None = None
+    order_state: str | None = None
+    weights_version: int | None = None
+
+
+def order_identifier(mode: str, market: str, candle_ts: datetime, side: str) -> str:
+    """Unique per decision (Upbit never accepts an identifier twice)."""
+    return f"ubot-{mode}-{market}-{candle_ts:%Y%m%dT%H%MZ}-{side}"
+
+
+def plan_buy(krw_free: Decimal, close: Decimal, *, aggressiveness: Decimal, fee_rate: Decimal,
+             fee_buffer: Decimal, min_order_krw: Decimal,
+             max_position_krw: Decimal = Decimal(0)) -> OrderPlan | str:
+    """The bid for a budget, or why there is none."""
+    price = round_price(close * (1 + aggressiveness), "up")
+    volume = floor_volume(krw_free / (price * (1 + fee_rate + fee_buffer)))
+    if max_position_krw > 0:
+        volume = min(volume, floor_volume(max_position_krw / price))
+    if price * volume < min_order_krw:
+        return (f"buy below the minimum order: {fmt(price * volume)} KRW < {fmt(min_order_krw)}"
+                f" KRW ({fmt(krw_free)} KRW free)")
+    return OrderPlan("bid", price, volume)
+
+
+def plan_sell(coin_free: Decimal, close: Decimal, *, aggressiveness: Decimal,
+              min_order_krw: Decimal) -> OrderPlan | str:
+    """The ask for the whole free balance, or why there is none."""
+    price = round_price(close * (1 - aggressiveness), "down")
+    volume = floor_volume(coin_free)
+    if price * volume < min_order_krw:
+        return (f"sell below the minimum order: {fmt(price * volume)} KRW <"
+                f" {fmt(min_order_krw)} KRW")
+    return OrderPlan("ask", price, volume)
+
+
+def _weights_for(ctx: TradeContext, market: str) -> tuple[dict[str, float], int | None]:
+    row = weight_store.current(ctx.db, market)
+    if row is not None:
+        return strategies.normalise_weights(row.weights), row.version
+    return strategies.normalise_weights(dict(ctx.settings.weights)), None
+
+
+def _latest_closes(ctx: TradeContext, balances: list[Balance], market: str,
+                   close: Decimal) -> dict[str, Decimal]:
+    markets = set(ctx.settings.markets) | {f"KRW-{b.currency}" for b in balances
+                                            if b.currency != "KRW"}
+    closes = candle_store.latest_closes(ctx.db, sorted(markets), ctx.settings.timeframe)
+    closes[market] = close
+    return closes
+
+
+def _equity(balances: list[Balance], closes: dict[str, Decimal]) -> Decimal:
+    equity = total_balance(balances, "KRW")
+    for balance in balances:
+        if balance.currency != "KRW":
+            price = closes.get(f"KRW-{balance.currency}") or balance.avg_buy_price
+            equity += (balance.balance + balance.locked) * price
+    return equity
+
+
+def _loss_limit_halted(ctx: TradeContext, equity: Decimal, now: datetime) -> bool:
+    """Record the day's starting equity; True once the day's loss limit is hit."""
+    pct = ctx.settings.daily_loss_limit_pct
+    start, halted = equity_store.start_of_day(ctx.db, ctx.mode, now.date(), equity)
+    if pct <= 0:
+        return False
+    if halted:
+        return True
+    if start > 0 and equity <= start * (1 - pct / 100):
+        if equity_store.halt(ctx.db, ctx.mode, now.date(), now):
+            event(log, "risk.loss_limit", level=logging.WARNING, equity=equity.quantize(1),
+                  start_equity=start.quantize(1), limit_pct=pct,
+                  detail="no new buys until the next UTC day")
+            ctx.notify("risk.loss_limit", equity=equity, start_equity=start, limit_pct=pct)
+        return True
+    return False
+
+
+def _buy_budget(ctx: TradeContext, balances: list[Balance], closes: dict[str, Decimal]) -> Decimal:
+    krw = free_balance(balances, "KRW")
+    flat = 0
+    for market in ctx.settings.markets:
+        coin = total_balance(balances, market.split("-", 1)[1])
+        if coin * closes.get(market, Decimal(0)) < ctx.settings.min_order_krw:
+            flat += 1
+    return krw / max(flat, 1)
+
+
+def _plan(ctx: TradeContext, market: str, action: str, balances: list[Balance], close: Decimal,
+          closes: dict[str, Decimal], halted: bool) -> OrderPlan | str:
+    s = ctx.settings
+    if not s.trading_enabled:
+        return "kill switch: TRADING_ENABLED=false"
+    if order_store.active(ctx.db, ctx.mode, market):
+        return "an order for this market is still open"
+    if action == "buy":
+        if halted:
+            return "daily loss limit reached: no new buys today"
+        return plan_buy(_buy_budget(ctx, balances, closes), close,
+                        aggressiveness=s.aggressiveness, fee_rate=s.fee_rate,
+                        fee_buffer=s.fee_buffer, min_order_krw=s.min_order_krw,
+                        max_position_krw=s.max_position_krw)
+    return plan_sell(free_balance(balances, market.split("-", 1)[1]), close,
+                     aggressiveness=s.aggressiveness, min_order_krw=s.min_order_krw)
+
+
+def _skip(market: str, reason: str, candle_ts: datetime | None = None,
+          level: int = logging.INFO) -> TradeOutcome:
+    event(log, "decision.skipped", level=level, market=market, candle=candle_ts, reason=reason)
+    return TradeOutcome(market, "skipped", candle_ts, reason=reason)
+
+
+def trade_market(ctx: TradeContext, market: str) -> TradeOutcome:
+    """One decision pass for one market (see the module docstring)."""
+    s = ctx.settings
+    reconcile_market(ctx, market, adopt_unknown=False)
+    now = ctx.now()
+    period = ctx.period
+    window = candle_store.load_candles(ctx.db, market, s.timeframe,
+                                       until=floor_to_unit(now, s.unit), limit=strategies.WINDOW)
+    if not window:
+        return _skip(market, "no closed candles stored yet", level=logging.WARNING)
+    newest = window[-1]
+    age = now - (newest.ts + period)
+    if age > 2 * period:
+        return _skip(market, f"stale data: newest closed candle closed {int(age.total_seconds())}"
+                     " s ago", newest.ts, logging.WARNING)
+    if not newest.meta.get("final"):
+        return _skip(market, "newest candle not confirmed closed yet", newest.ts)
+    if decision_store.exists(ctx.db, market, newest.ts):
+        return TradeOutcome(market, "already_decided", newest.ts,
+                            reason="this candle was already decided")
+
+    weights, version = _weights_for(ctx, market)
+    balances = ctx.exchange.balances()
+    coin = market.split("-", 1)[1]
+    close = newest.close
+    holding = free_balance(balances, coin) * close >= s.min_order_krw
+    day_start = newest.ts.replace(hour=0, minute=0, second=0, microsecond=0)
+    day_open = candle_store.day_open(ctx.db, market, s.timeframe, day_start, newest.ts + period)
+    decision = strategies.decide([float(c.close) for c in window],
+                                 None if day_open is None else float(day_open),
+                                 weights, float(s.threshold), holding)
+    closes = _latest_closes(ctx, balances, market, close)
+    halted = _loss_limit_halted(ctx, _equity(balances, closes), now)
+    plan: OrderPlan | str | None = None
+    if decision.action != "hold":
+        plan = _plan(ctx, market, decision.action, balances, close, closes, halted)
+    reason = decision.reason if not isinstance(plan, str) else f"{decision.reason}; {plan}"
+
+    identifier = None
+    with ctx.db.cursor() as cur:
+        decision_id = decision_store.insert(
+            cur, market=market, candle_ts=newest.ts, mode=ctx.mode, close=close,
+            signals=decision.signals, weights=weights, weights_version=version,
+            score=decision.score, action=decision.action, reason=reason)
+        if decision_id is None:
+            return TradeOutcome(market, "already_decided", newest.ts,
+                                reason="this candle was decided concurrently")
+        if isinstance(plan, OrderPlan):
+            identifier = order_identifier(ctx.mode, market, newest.ts, plan.side)
+            order_id = order_store.insert_new(
+                cur, identifier=identifier, mode=ctx.mode, market=market, side=plan.side,
+                price=plan.price, volume=plan.volume, decision_id=decision_id, created_at=now)
+    outcome = TradeOutcome(market, "decided", newest.ts, decision.action, decision.score,
+                           decision.signals, reason, plan if isinstance(plan, OrderPlan) else None,
+                           identifier, weights_version=version)
+    _log_decision(outcome)
+    if identifier is not None:
+        state = send_order(ctx, order_store.by_id(ctx.db, order_id))
+        outcome = TradeOutcome(**{**outcome.__dict__, "order_state": state})
+    return outcome
+
+
+def _log_decision(o: TradeOutcome) -> None:
+    fields = {"market": o.market, "candle": o.candle_ts, "action": o.action,
+              "score": round(o.score or 0.0, 4),
+              "signals": " ".join(f"{k}={v:+d}" for k, v in (o.signals or {}).items()),
+              "weights_version": o.weights_version or "default"}
+    if o.order is not None:
+        fields.update(order=o.order.side, price=o.order.price, volume=o.order.volume,
+                      identifier=o.identifier)
+    else:
+        fields["why"] = o.reason
+    event(log, "decision", **fields)
+
+
+def trade(ctx: TradeContext, markets: tuple[str, ...] | None = None) -> list[TradeOutcome]:
+    """A decision pass over the markets; errors propagate (the task retries)."""
+    return [trade_market(ctx, market) for market in markets or ctx.settings.markets]
+

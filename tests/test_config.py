@@ -1,0 +1,124 @@
+import os
+import re
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from bot.config import SETTINGS, ConfigError, load_settings, read_env_file
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(("env", "name", "fragment"), [
+    ({"THRESHOLD": "abc"}, "THRESHOLD", "a decimal number > 0 and <= 1"),
+    ({"THRESHOLD": "1.5"}, "THRESHOLD", "<= 1"),
+    ({"TRADING_MODE": "yolo"}, "TRADING_MODE", "one of paper, live"),
+    ({"MARKETS": "BTC"}, "MARKETS", "KRW markets"),
+    ({"MARKET": "KRW-BTC,ETH"}, "MARKETS", "KRW markets"),
+    ({"FEE_RATE": "-0.0005"}, "FEE_RATE", ">= 0"),
+    ({"UNIT": "2"}, "UNIT", "one of 1, 3, 5"),
+    ({"TRADING_ENABLED": "maybe"}, "TRADING_ENABLED", "true or false"),
+    ({"COLLECT_SCHEDULE": "every minute"}, "COLLECT_SCHEDULE", "5-field crontab"),
+    ({"TIMEZONE": "Mars/Olympus"}, "TIMEZONE", "IANA time zone"),
+    ({"ORDER_TIMEOUT_SECONDS": "1.5"}, "ORDER_TIMEOUT_SECONDS", "an integer"),
+    ({"WEIGHTS": "trend=1,luck=2"}, "WEIGHTS", "name=weight pairs"),
+    ({"TRADING_MODE": "live"}, "UPBIT_ACCESS_KEY", "required when TRADING_MODE=live"),
+    ({"TRADING_MODE": "live", "UPBIT_ACCESS_KEY": "ak"}, "UPBIT_SECRET_KEY", "required"),
+])
+def test_bad_values_name_the_variable_the_value_and_what_is_allowed(env, name, fragment):
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    assert info.value.name == name
+    message = str(info.value)
+    assert message.startswith(f"invalid setting {name}=")
+    assert fragment in message
+    assert "\n" not in message
+
+
+def test_defaults_and_aliases():
+    s = load_settings({})
+    assert s.trading_mode == "paper" and not s.live
+    assert s.markets == ("KRW-BTC",)
+    assert s.threshold == Decimal("0.2")
+    assert s.aggressiveness == Decimal("0.0015")
+    assert s.timeframe == "1m"
+    assert load_settings({"MARKET": "krw-eth"}).markets == ("KRW-ETH",)
+    assert load_settings({"MARKETS": "KRW-BTC, KRW-ETH,KRW-BTC"}).markets == ("KRW-BTC", "KRW-ETH")
+
+
+def test_settings_are_immutable():
+    s = load_settings({"WEIGHTS": "trend=1"})
+    with pytest.raises(AttributeError):
+        s.threshold = Decimal("0.5")  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        s.weights["trend"] = 3.0  # type: ignore[index]
+
+
+def test_secrets_never_in_messages_or_repr():
+    s = load_settings({"TRADING_MODE": "live", "UPBIT_ACCESS_KEY": "AKIA-very-secret",
+                       "UPBIT_SECRET_KEY": "SK-very-secret",
+                       "DATABASE_URL": "postgresql://bot:hunter2@db:5432/bot"})
+    text = repr(s) + str(s.public_summary())
+    assert "AKIA-very-secret" not in text and "SK-very-secret" not in text
+    assert "hunter2" not in str(s.public_summary())
+    with pytest.raises(ConfigError) as info:
+        load_settings({"DATABASE_URL": "mysql://bot:hunter2@db/bot"})
+    assert "hunter2" not in str(info.value)
+
+
+def test_env_example_lists_every_setting_with_its_default():
+    example = read_env_file(ROOT / ".env.example")
+    assert set(example) == {s.name for s in SETTINGS}
+    for setting in SETTINGS:
+        assert example[setting.name] == setting.default, setting.name
+    # and the defaults written there parse to the same settings as no environment at all
+    assert load_settings(example) == load_settings({})
+
+
+def test_readme_configuration_table_matches_settings():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| `([A-Z_]+)` \| `([^`]*)` \|", readme, flags=re.M))
+    assert set(rows) == {s.name for s in SETTINGS}
+    for setting in SETTINGS:
+        assert rows[setting.name] == setting.default, setting.name
+
+
+def test_no_module_reads_the_environment_except_config():
+    offenders = []
+    for path in (ROOT / "bot").rglob("*.py"):
+        if path.name == "config.py":
+            continue
+        text = path.read_text(encoding="utf-8")
+        if re.search(r"os\.environ|os\.getenv|getenv\(", text):
+            offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []
+
+
+def _run_cli(env_overrides, tmp_path):
+    env = {"PATH": os.environ["PATH"], **env_overrides}
+    return subprocess.run([sys.executable, "-m", "bot", "migrate"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("env", [{"THRESHOLD": "abc"}, {"TRADING_MODE": "yolo"},
+                                 {"MARKETS": "BTC"}, {"FEE_RATE": "-1"},
+                                 {"TRADING_MODE": "live"}])
+def test_cli_exits_2_with_one_line(env, tmp_path):
+    done = _run_cli(env, tmp_path)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("bot: invalid setting ")
+    assert "Traceback" not in done.stderr
+
+
+def test_env_file_is_read_and_real_environment_wins(tmp_path):
+    (tmp_path / ".env").write_text("THRESHOLD=abc\n")
+    assert _run_cli({}, tmp_path).returncode == 2
+    done = _run_cli({"THRESHOLD": "0.3", "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x"},
+                    tmp_path)
+    assert done.returncode == 1  # got past the settings, failed on the database
+    assert "database unavailable" in done.stderr

@@ -1,0 +1,68 @@
+"""Shared fakes for the Upbit client tests: a clock whose sleep advances it,
+keys, and Upbit-shaped JSON bodies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.upbit import UpbitClient
+
+BASE = "https://api.upbit.test"
+ACCESS = "test-access-AKxq81bN2mZr5wLp0Vt7Ue3Hs"
+SECRET = "test-secret-SKp3Zr9Qa7Lm2Xw8Nc4Bv6Ty1Jh"  # 40 bytes, like Upbit's
+
+
+class FakeClock:
+    """``monotonic`` for the client; ``sleep`` records and advances time."""
+
+    def __init__(self, start: float = 1000.0):
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds > 0, "the client must never sleep for nothing"
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def make_client(clock: FakeClock, *, keys: bool = True, **kwargs: Any) -> UpbitClient:
+    return UpbitClient(BASE, ACCESS if keys else "", SECRET if keys else "",
+                       sleep=clock.sleep, monotonic=clock.monotonic, **kwargs)
+
+
+def candle_json(minute: int = 1, market: str = "KRW-BTC", **overrides: Any) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "market": market,
+        "candle_date_time_utc": f"2025-01-01T00:{minute:02d}:00",
+        "candle_date_time_kst": f"2025-01-01T09:{minute:02d}:00",
+        "opening_price": 143000000.0,
+        "high_price": 143050000.0,
+        "low_price": 142990000.0,
+        "trade_price": 143020000.0,
+        "timestamp": 1735689719000 + minute,
+        "candle_acc_trade_price": 17001839.06758,
+        "candle_acc_trade_volume": 0.11890312,
+        "unit": 1,
+    }
+    item.update(overrides)
+    return item
+
+
+def order_json(uuid: str = "9ca023a5-851b-4fec-9f0a-48cd83c2eaae", **overrides: Any
+               ) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "uuid": uuid, "side": "bid", "ord_type": "limit", "price": "143000000",
+        "state": "wait", "market": "KRW-BTC", "created_at": "2025-01-01T09:00:00+09:00",
+        "volume": "0.0001", "remaining_volume": "0.0001", "reserved_fee": "7.15",
+        "remaining_fee": "7.15", "paid_fee": "0", "locked": "14307.15",
+        "executed_volume": "0", "trades_count": 0, "identifier": "bot-KRW-BTC-1",
+    }
+    item.update(overrides)
+    return item
+
+
+def upbit_error(name: str, message: str = "some message") -> dict[str, Any]:
+    return {"error": {"name": name, "message": message}}
