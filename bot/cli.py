@@ -98,6 +98,46 @@ def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _trade_context(settings: Settings):
+    from bot.exchange import make_exchange
+    from bot.lifecycle import TradeContext
+    from bot.notify import notifier
+    db = _database(settings)
+    return TradeContext(settings, db, make_exchange(settings, db), notify=notifier(settings))
+
+
+def cmd_trade(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.trader import trade_market
+    ctx = _trade_context(settings)
+    out = []
+    for market in _markets(settings, args.market):
+        o = trade_market(ctx, market)
+        out.append({"market": market, "status": o.status, "candle_ts": o.candle_ts,
+                    "action": o.action, "score": o.score, "signals": o.signals,
+                    "reason": o.reason, "weights_version": o.weights_version,
+                    "order": None if o.order is None else {
+                        "side": o.order.side, "price": str(o.order.price),
+                        "volume": str(o.order.volume), "identifier": o.identifier,
+                        "state": o.order_state}})
+    if args.json:
+        _print_json({"markets": out})
+    return EXIT_OK
+
+
+def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.lifecycle import reconcile
+    results = reconcile(_trade_context(settings), _markets(settings, args.market))
+    if args.json:
+        _print_json({"markets": [r.__dict__ for r in results]})
+    return EXIT_OK if all(r.errors == 0 for r in results) else EXIT_FAILURE
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.runner import run
+    event(log, "run.starting", **settings.public_summary())
+    return run(schedule_file=args.schedule_file, loglevel=settings.log_level)
+
+
 # --- parser -------------------------------------------------------------------
 
 Command = Callable[[Settings, argparse.Namespace], int]
@@ -122,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "backfill", cmd_backfill, "fill candle history for the last N days")
     p.add_argument("--days", type=float, required=True, help="how many days back")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    _add(sub, "trade", cmd_trade, "run one decision pass (paper unless TRADING_MODE=live)")
+    _add(sub, "reconcile", cmd_reconcile, "run one reconcile pass over open orders")
+    p = _add(sub, "run", cmd_run, "run Beat and the three workers as child processes",
+             market=False, json_flag=False)
+    p.add_argument("--schedule-file", default="celerybeat-schedule",
+                   help="where Beat keeps its state (default: ./celerybeat-schedule)")
     return parser
 
 

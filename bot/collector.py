@@ -123,6 +123,16 @@ def collect_market(db: Database, source: CandleSource, market: str, *, unit: int
     return result
 
 
+def follow_up_seconds(result: CollectResult, now: datetime, unit: int) -> float | None:
+    """Seconds until another pass can confirm the last closed candle, when
+    this pass stored it but could not yet call it final; else None."""
+    last_closed = clock.floor_to_unit(now, unit) - timedelta(minutes=unit)
+    if result.newest_ts != last_closed or result.newest_final_ts == last_closed:
+        return None
+    due = last_closed + timedelta(minutes=unit, seconds=FINAL_GRACE_SECONDS)
+    return max(0.2, (due - now).total_seconds())
+
+
 def collect(db: Database, source: CandleSource, markets: Sequence[str], *, unit: int = 1,
             max_candles: int = 10080,
             now: Callable[[], datetime] = clock.now) -> list[CollectResult]:

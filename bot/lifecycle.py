@@ -22,7 +22,7 @@ from decimal import Decimal
 
 from bot import clock
 from bot.config import Settings
-from bot.errors import ExchangeError, InvalidOrder, OrderNotFound, OrderSubmitUnknown
+from bot.errors import ExchangeError, OrderNotFound, OrderSubmitUnknown, TemporaryError
 from bot.exchange import Exchange
 from bot.logs import event
 from bot.models import Order
@@ -86,8 +86,11 @@ def send_order(ctx: TradeContext, row: OrderRow) -> str:
             event(log, "order.unknown", level=logging.WARNING, **_order_fields(row),
                   detail="no answer to the order; will look the identifier up again")
             raise
-    except InvalidOrder as exc:
-        # It may have landed in an earlier attempt whose answer was lost.
+    except TemporaryError:
+        raise  # not placed (429, connect timeout): stays 'new' for the retry
+    except ExchangeError as exc:
+        # Refused. It may still have landed in an earlier attempt whose answer
+        # was lost (a reused identifier is refused too): look once more.
         try:
             return _take(ctx, row, ctx.exchange.get_order(identifier=row.identifier), "found")
         except OrderNotFound:

@@ -169,6 +169,12 @@ _QUIET = ("urllib3", "kombu", "amqp", "celery.redirected", "celery.worker.strate
           "celery.app.trace")
 
 
+def set_role(role: str) -> None:
+    """Name this process in every line from now on (collector, trader, ...)."""
+    global _role
+    _role = role
+
+
 def setup_logging(level: str = "INFO", fmt: str = "text", role: str = "bot",
                   stream: Any = None, secrets: Iterable[str] = ()) -> None:
     """Configure the root logger (and so Celery's loggers) for this process."""

@@ -120,8 +120,8 @@ class RateLimiter:
 
     def observe(self, route: str, header: str | None) -> None:
         """Learn from a ``Remaining-Req`` header: the group's real name, and
-        ``sec=0`` (nothing left this second, maybe spent by another process on
-        this IP) blocks the group for a full window."""
+        ``sec=0``: the window is full (maybe with another process's requests on
+        this IP), so nothing more until the oldest send we know of leaves it."""
         parsed = parse_remaining(header)
         if parsed is None:
             return
@@ -134,13 +134,16 @@ class RateLimiter:
                 merged = self._sends.setdefault(group, [])
                 merged.extend(s for s in self._sends.get(old, ()) if s not in merged)
             if remaining <= 0:
-                self._block(group, self._limit(route, group)[1])
+                window = self._limit(route, group)[1]
+                now = self._monotonic()
+                oldest = min((s.at for s in self._sends.get(group, ()) if s.at > now - window),
+                             default=now)
+                self._blocked_until[group] = max(self._blocked_until.get(group, 0.0),
+                                                 oldest + window)
 
     def block(self, route: str, seconds: float) -> None:
         """Send nothing in this route's group for ``seconds`` (after a 429)."""
         with self._lock:
-            self._block(self.group_of(route), seconds)
-
-    def _block(self, group: str, seconds: float) -> None:
-        until = self._monotonic() + seconds
-        self._blocked_until[group] = max(self._blocked_until.get(group, 0.0), until)
+            group = self.group_of(route)
+            until = self._monotonic() + seconds
+            self._blocked_until[group] = max(self._blocked_until.get(group, 0.0), until)

@@ -54,9 +54,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Upbit issues 40-byte secret keys and documents HS512 with them; PyJWT's
-# advice to use 64 bytes is not ours to follow.
-if hasattr(jwt, "InsecureKeyLengthWarning"):
-    warnings.filterwarnings("ignore", category=jwt.InsecureKeyLengthWarning)
+# advice (and warning, since 2.10) to use 64 bytes is not ours to follow.
+_KEY_LENGTH_WARNING: type[Warning] = getattr(jwt, "InsecureKeyLengthWarning", UserWarning)
 
 # Upbit's error ``name`` -> exception class; looked up before the status table.
 ERRORS_BY_NAME: dict[str, type[ExchangeError]] = {
@@ -75,6 +74,9 @@ ERRORS_BY_NAME: dict[str, type[ExchangeError]] = {
     "create_bid_error": InvalidOrder,
     "create_ask_error": InvalidOrder,
     "market_does_not_exist": InvalidOrder,
+    # Upbit does not document the name for a reused identifier; this is the
+    # local fake server's. Either way the order may exist: callers look it up.
+    "duplicate_identifier": InvalidOrder,
     "order_not_found": OrderNotFound,
     "jwt_verification": AuthError,
     "expired_access_key": AuthError,
@@ -140,17 +142,14 @@ def _field(item: Any, key: str, what: str) -> Any:
     return item[key]
 
 
-def _decimal(item: Any, key: str, what: str, *, positive: bool = False,
-             nullable: bool = False) -> Decimal | None:
+def _number(item: Any, key: str, what: str, *, positive: bool = False) -> Decimal:
     raw = _field(item, key, what)
     if raw is None:
-        if nullable:
-            return None
         raise ValueError(f"{what}: field {key!r} is null")
     try:
         if isinstance(raw, bool):
             raise InvalidOperation
-        value = Decimal(str(raw)) if not isinstance(raw, Decimal) else raw
+        value = raw if isinstance(raw, Decimal) else Decimal(str(raw))
     except (InvalidOperation, ValueError):
         raise ValueError(f"{what}: field {key!r} is not a number: {raw!r}") from None
     if not value.is_finite() or value < 0 or (positive and value == 0):
@@ -158,10 +157,10 @@ def _decimal(item: Any, key: str, what: str, *, positive: bool = False,
     return value
 
 
-def _number(item: Any, key: str, what: str, *, positive: bool = False) -> Decimal:
-    value = _decimal(item, key, what, positive=positive)
-    assert value is not None  # noqa: S101 - not nullable, so never None
-    return value
+def _optional_number(item: Any, key: str, what: str) -> Decimal | None:
+    """A number that Upbit sends as null where it does not apply (a market
+    order's price, say); the key itself must be there."""
+    return None if _field(item, key, what) is None else _number(item, key, what)
 
 
 def _text(item: Any, key: str, what: str) -> str:
@@ -234,15 +233,15 @@ def parse_order(item: Any) -> Order:
     if not isinstance(trades, list):
         raise ValueError(f"{what}: field 'trades' is not a list")
     identifier = item.get("identifier")
-    remaining = _decimal(item, "remaining_volume", what, nullable=True)
+    remaining = _optional_number(item, "remaining_volume", what)
     return Order(
         uuid=_text(item, "uuid", what),
         market=_text(item, "market", what),
         side=_side(item, what),
         ord_type=_text(item, "ord_type", what),
         state=_text(item, "state", what),
-        price=_decimal(item, "price", what, nullable=True),
-        volume=_decimal(item, "volume", what, nullable=True),
+        price=_optional_number(item, "price", what),
+        volume=_optional_number(item, "volume", what),
         # Null for orders by amount (ord_type "price"), which have no volume to remain.
         remaining_volume=remaining if remaining is not None else Decimal(0),
         executed_volume=_number(item, "executed_volume", what),
@@ -267,7 +266,7 @@ def parse_balance(item: Any) -> Balance:
         currency=_text(item, "currency", what),
         balance=_number(item, "balance", what),
         locked=_number(item, "locked", what),
-        avg_buy_price=_decimal(item, "avg_buy_price", what, nullable=True) or Decimal(0),
+        avg_buy_price=_optional_number(item, "avg_buy_price", what) or Decimal(0),
     )
 
 
@@ -359,10 +358,10 @@ class UpbitClient:
         return [parse_candle(item, market, unit, i) for i, item in enumerate(body)]
 
     def markets(self) -> list[dict]:
-        return self._list("GET", "/v1/market/all", None)
+        return self._objects("GET", "/v1/market/all", None)
 
     def ticker(self, markets: Sequence[str]) -> list[dict]:
-        return self._list("GET", "/v1/ticker", {"markets": ",".join(markets)})
+        return self._objects("GET", "/v1/ticker", {"markets": ",".join(markets)})
 
     def tick_sizes(self, markets: Sequence[str]) -> dict[str, Decimal]:
         """Each market's price tick from ``/v1/orderbook/instruments``."""
@@ -441,6 +440,12 @@ class UpbitClient:
             self._malformed(method, path, f"body is {type(body).__name__}, not a list")
         return body
 
+    def _objects(self, method: str, path: str, params: Mapping[str, Any] | None) -> list[dict]:
+        items = self._list(method, path, params)
+        if not all(isinstance(item, dict) for item in items):
+            self._malformed(method, path, "an item is not an object")
+        return items
+
     def _parse(self, method: str, path: str, parse: Callable[[], Any]) -> Any:
         try:
             return parse()
@@ -462,7 +467,9 @@ class UpbitClient:
         if query:
             payload["query_hash"] = hashlib.sha512(query.encode("utf-8")).hexdigest()
             payload["query_hash_alg"] = "SHA512"
-        return jwt.encode(payload, self._secret_key, algorithm="HS512")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", _KEY_LENGTH_WARNING)
+            return jwt.encode(payload, self._secret_key, algorithm="HS512")
 
     def _backoff(self, attempt: int) -> float:
         delay = min(self._backoff_cap, self._backoff_base * 2 ** attempt)

@@ -19,6 +19,9 @@ from bot.errors import AuthError
 from bot.upbit import build_query
 from tests.upbit_fakes import ACCESS, BASE, SECRET, FakeClock, make_client, order_json
 
+# Upbit's secrets are 40 bytes; PyJWT would warn about it when the test verifies.
+pytestmark = pytest.mark.filterwarnings("ignore::jwt.InsecureKeyLengthWarning")
+
 
 @pytest.fixture
 def server() -> Iterator[responses.RequestsMock]:

@@ -9,7 +9,7 @@ from bot.upbit import UpbitClient
 
 BASE = "https://api.upbit.test"
 ACCESS = "test-access-AKxq81bN2mZr5wLp0Vt7Ue3Hs"
-SECRET = "test-secret-SKp3Zr9Qa7Lm2Xw8Nc4Bv6Ty1Jh"  # 40 bytes, like Upbit's
+SECRET = "test-secret-SKp3Zr9Qa7Lm2Xw8Nc4Bv6Ty1Jhx"  # 40 bytes, like Upbit's
 
 
 class FakeClock:

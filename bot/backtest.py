@@ -1,0 +1,795 @@
+"""The backtest: replay a candle series through the decision and the fill model.
+
+Public API (small, like backtesting.py's ``Backtest.run()``):
+
+* :class:`BacktestParams` - threshold, aggressiveness, fees, minimum order,
+  starting cash (``BacktestParams.from_settings(settings)``);
+* :func:`run_backtest` - the exact engine, one weight vector, returns one
+  :class:`BacktestResult` whose field names are the ``--json`` keys;
+* :func:`evaluate_batch` - many weight vectors at once for the optimizer,
+  returns :class:`BatchMetrics` (an approximation, documented there);
+* :func:`prepare` - the weight-independent part of both, reusable;
+* :func:`load_csv` - DESIGN.md's CSV format (``ts,open,high,low,close,volume``);
+* :func:`limit_price` / :func:`limit_prices` - the order price, exact and
+  vectorised.
+
+Semantics (DESIGN.md, "Semantics that must agree everywhere"): the decision at
+bar i is :func:`bot.strategies.decide` on the ``WINDOW`` closes ending at bar i
+with the engine's own holding state (holding = coin value at close i >=
+``min_order_krw``). A buy is a limit bid at ``close_i * (1 + aggressiveness)``
+rounded up to the KRW tick for ``floor8(cash / (price * (1 + fee_rate +
+fee_buffer)))`` coins; a sell is a limit ask for the whole coin balance at
+``close_i * (1 - aggressiveness)`` rounded down. No order worth less than
+``min_order_krw``. The order fills on bar i+1 at its limit price if
+``low_{i+1} <= bid`` (``high_{i+1} >= ask``), else it is cancelled; the
+decision at bar i+1 already sees that fill. Fees are ``fee_rate`` of the filled
+value on each side. The money arithmetic of each fill is ``Decimal``, as in the
+paper exchange; only the equity curve between fills is float.
+
+Speed: signals, scores, limit prices and fill flags are vectorised over all
+bars; the flat/long state machine is a loop over *trades* (the next fillable
+event is found with ``bisect``), never over bars.
+
+Pure: no database, no exchange, no settings lookups (``from_settings`` takes
+the settings object it is given).
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import math
+import os
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal, NamedTuple, Protocol
+
+import numpy as np
+
+from bot import strategies as st
+from bot.money import KRW_TICKS, floor_volume, round_price
+from bot.storage.candles import CandleArrays
+
+BUY, HOLD, SELL = 1, 0, -1  # values of BacktestResult.actions
+ACTION_NAMES = {BUY: "buy", HOLD: "hold", SELL: "sell"}
+_YEAR_SECONDS = 365 * 86_400
+_FLAT = 1e-12  # a per-bar return deviation below this is no risk taken: Sharpe 0
+
+
+class CandleSeries(Protocol):
+    """Anything with ``ts`` (epoch seconds) and ``open/high/low/close`` arrays,
+    oldest first, e.g. :class:`bot.storage.candles.CandleArrays`."""
+
+    ts: Any
+    open: Any
+    high: Any
+    low: Any
+    close: Any
+
+
+# --- parameters ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BacktestParams:
+    """The trading settings a backtest replays (DESIGN.md's names, as floats)."""
+
+    threshold: float = 0.2
+    aggressiveness: float = 0.0015
+    fee_rate: float = 0.0005
+    fee_buffer: float = 0.0005
+    min_order_krw: float = 5000.0
+    cash: float = 1_000_000.0
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("threshold", 0.0 < self.threshold <= 1.0, "in (0, 1]"),
+            ("aggressiveness", 0.0 <= self.aggressiveness < 0.1, "in [0, 0.1)"),
+            ("fee_rate", 0.0 <= self.fee_rate < 0.1, "in [0, 0.1)"),
+            ("fee_buffer", 0.0 <= self.fee_buffer < 0.1, "in [0, 0.1)"),
+            ("min_order_krw", 0.0 < self.min_order_krw < math.inf, "positive"),
+            ("cash", 0.0 < self.cash < math.inf, "positive"),
+        )
+        for name, ok, allowed in checks:
+            if not ok:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be {allowed}")
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> BacktestParams:
+        """From :class:`bot.config.Settings` (THRESHOLD, AGGRESSIVENESS,
+        FEE_RATE, FEE_BUFFER, MIN_ORDER_KRW, PAPER_START_KRW)."""
+        return cls(threshold=float(settings.threshold),
+                   aggressiveness=float(settings.aggressiveness),
+                   fee_rate=float(settings.fee_rate), fee_buffer=float(settings.fee_buffer),
+                   min_order_krw=float(settings.min_order_krw),
+                   cash=float(settings.paper_start_krw))
+
+
+def _dec(value: float) -> Decimal:
+    # The shortest repr round-trips, so 0.0005 becomes Decimal("0.0005").
+    return Decimal(repr(float(value)))
+
+
+# --- limit prices ------------------------------------------------------------------
+
+# The tick table as ascending arrays for searchsorted. A tick below 1 is kept as
+# its integer inverse so that units / inverse is the correctly rounded float of
+# the exact decimal price.
+_BAND_FLOOR = np.array([float(lo) for lo, _ in reversed(KRW_TICKS)])
+_BAND_TICK = np.array([float(tick) for _, tick in reversed(KRW_TICKS)])
+_BAND_MUL = np.array([float(t) if t >= 1 else 1.0 for _, t in reversed(KRW_TICKS)])
+_BAND_DIV = np.array([1.0 if t >= 1 else float(1 / t) for _, t in reversed(KRW_TICKS)])
+_BAND_TICK_DEC = tuple(tick for _, tick in reversed(KRW_TICKS))
+# A float price this close to a tick multiple (in ticks) is on it: float error
+# is ~1e-11 ticks at BTC prices, while a tick-aligned close times (1 +/- a)
+# lands at least ~1e-7 ticks away from a multiple when it is not on one.
+_SNAP = 1e-9
+
+Side = Literal["bid", "ask"]
+
+
+def limit_price(close: float | Decimal, aggressiveness: float | Decimal, side: Side) -> Decimal:
+    """The exact order price: ``close * (1 + a)`` rounded up for a bid,
+    ``close * (1 - a)`` rounded down for an ask, on the KRW tick
+    (:func:`bot.money.round_price`). Floats enter through their shortest
+    repr. This is the reference :func:`limit_prices` is tested against."""
+    c = close if isinstance(close, Decimal) else _dec(close)
+    a = aggressiveness if isinstance(aggressiveness, Decimal) else _dec(aggressiveness)
+    if side == "bid":
+        return round_price(c * (1 + a), "up")
+    return round_price(c * (1 - a), "down")
+
+
+def _tick_units(price: np.ndarray, up: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Round float prices onto the tick: (number of ticks, band index)."""
+    band = np.searchsorted(_BAND_FLOOR, price, side="right") - 1
+    np.maximum(band, 0, out=band)
+    q = price / _BAND_TICK[band]
+    nearest = np.rint(q)
+    units = np.where(np.abs(q - nearest) <= _SNAP, nearest, np.ceil(q) if up else np.floor(q))
+    np.maximum(units, 1.0, out=units)  # round_price never rounds down to zero
+    return units, band.astype(np.int8)
+
+
+def _price_of(units: np.ndarray, band: np.ndarray) -> np.ndarray:
+    return units * _BAND_MUL[band] / _BAND_DIV[band]
+
+
+def limit_prices(close: np.ndarray, aggressiveness: float, side: Side) -> np.ndarray:
+    """Vectorised :func:`limit_price` as floats: equal to
+    ``float(limit_price(c, a, side))`` for every close on the price tick."""
+    c = np.asarray(close, dtype=np.float64)
+    factor = 1.0 + aggressiveness if side == "bid" else 1.0 - aggressiveness
+    units, band = _tick_units(c * factor, up=side == "bid")
+    return _price_of(units, band)
+
+
+# --- candles ------------------------------------------------------------------------
+
+
+def _columns(candles: CandleSeries) -> tuple[np.ndarray, ...]:
+    ts = np.asarray(candles.ts, dtype=np.int64)
+    cols = tuple(np.asarray(getattr(candles, name), dtype=np.float64)
+                 for name in ("open", "high", "low", "close"))
+    n = len(ts)
+    if n == 0:
+        raise ValueError("no candles")
+    if ts.ndim != 1 or any(col.shape != (n,) for col in cols):
+        raise ValueError("ts, open, high, low and close must be 1-D arrays of one length")
+    if n > 1 and not np.all(ts[1:] > ts[:-1]):
+        bad = int(np.flatnonzero(ts[1:] <= ts[:-1])[0]) + 1
+        raise ValueError(f"candle timestamps must increase; candle {bad} does not")
+    for name, col in zip(("open", "high", "low", "close"), cols, strict=True):
+        if not np.all(np.isfinite(col)) or np.any(col <= 0):
+            raise ValueError(f"{name} prices must be finite and positive")
+    return (ts, *cols)
+
+
+def bars_per_year(ts: np.ndarray) -> float:
+    """Bars in a year at the series' typical spacing (median step, so that
+    minutes without trades do not count): 525,600 for 1-minute candles."""
+    t = np.asarray(ts, dtype=np.int64)
+    step = float(np.median(np.diff(t))) if len(t) > 1 else 60.0
+    return _YEAR_SECONDS / max(step, 1.0)
+
+
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """The weight-independent part of a backtest of one series under one
+    ``aggressiveness``: signal codes, limit prices and fill flags per bar.
+    ``buy_fill[i]``: a bid placed at close i fills on bar i+1; likewise
+    ``sell_fill``. Build with :func:`prepare`; reuse across weight vectors."""
+
+    ts: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    codes: np.ndarray
+    bid: np.ndarray
+    ask: np.ndarray
+    bid_units: np.ndarray
+    bid_band: np.ndarray
+    ask_units: np.ndarray
+    ask_band: np.ndarray
+    buy_fill: np.ndarray
+    sell_fill: np.ndarray
+    aggressiveness: float
+    bars_per_year: float
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def bid_decimal(self, i: int) -> Decimal:
+        return Decimal(int(self.bid_units[i])) * _BAND_TICK_DEC[self.bid_band[i]]
+
+    def ask_decimal(self, i: int) -> Decimal:
+        return Decimal(int(self.ask_units[i])) * _BAND_TICK_DEC[self.ask_band[i]]
+
+
+def prepare(candles: CandleSeries, params: BacktestParams) -> Prepared:
+    """Signals, limit prices and fill flags of a series, vectorised."""
+    ts, open_, high, low, close = _columns(candles)
+    codes = st.signal_codes(st.signal_matrix(ts, open_, close))
+    a = params.aggressiveness
+    bid_units, bid_band = _tick_units(close * (1.0 + a), up=True)
+    ask_units, ask_band = _tick_units(close * (1.0 - a), up=False)
+    bid, ask = _price_of(bid_units, bid_band), _price_of(ask_units, ask_band)
+    buy_fill = np.zeros(len(ts), dtype=bool)
+    sell_fill = np.zeros(len(ts), dtype=bool)
+    buy_fill[:-1] = low[1:] <= bid[:-1]
+    sell_fill[:-1] = high[1:] >= ask[:-1]
+    return Prepared(ts, high, low, close, codes, bid, ask, bid_units.astype(np.int64), bid_band,
+                    ask_units.astype(np.int64), ask_band, buy_fill, sell_fill, a,
+                    bars_per_year(ts))
+
+
+def _prepared(candles: CandleSeries | Prepared, params: BacktestParams) -> Prepared:
+    if isinstance(candles, Prepared):
+        if candles.aggressiveness != params.aggressiveness:
+            raise ValueError("prepared for a different aggressiveness")
+        return candles
+    return prepare(candles, params)
+
+
+# --- the exact engine ---------------------------------------------------------------------
+
+
+class _Fill(NamedTuple):
+    bar: int  # the bar during which the order filled (decision bar + 1)
+    side: int  # BUY or SELL
+    price: Decimal
+    volume: Decimal
+    fee: Decimal
+    cash: Decimal  # after the fill
+    coin: Decimal
+
+
+def _scan(events: np.ndarray, lo: int, hi: int, ok: Callable[[int], bool],
+          maybe: Callable[[np.ndarray], np.ndarray]) -> int:
+    """Position of the first event in ``events[lo:hi]`` passing ``ok``; ``hi``
+    if none. ``maybe`` is a vectorised superset of ``ok`` that skips long runs
+    of failing events (dust positions) without a Python step per event."""
+    k, step = lo, 64
+    while k < hi:
+        stop = min(hi, k + step)
+        for hit in np.flatnonzero(maybe(events[k:stop])):
+            if ok(int(events[k + hit])):
+                return k + int(hit)
+        k, step = stop, step * 4
+    return hi
+
+
+class _Engine:
+    """The flat/long state machine, stepping from one fillable event to the
+    next. A buy event is a bar whose score wants a buy and whose bid would
+    fill on the next bar; it trades if the engine is flat there (coin value
+    below the minimum) and the order reaches the minimum. Likewise sells."""
+
+    def __init__(self, prep: Prepared, params: BacktestParams, buy_events: np.ndarray,
+                 sell_events: np.ndarray):
+        self.prep, self.close = prep, prep.close
+        self.buys, self.sells = buy_events, sell_events
+        self.fee_rate = _dec(params.fee_rate)
+        self.sizing = 1 + self.fee_rate + _dec(params.fee_buffer)
+        self.min_order = _dec(params.min_order_krw)
+        self.min_f = params.min_order_krw
+        # Below this cash no bid can reach the minimum (a shortcut, kept lenient).
+        self.buy_floor = self.min_order * self.sizing * Decimal("0.999999")
+        self.cash, self.coin, self.coin_f = _dec(params.cash), Decimal(0), 0.0
+        self.fills: list[_Fill] = []
+        self._last_bid: tuple[int, tuple[Decimal, Decimal] | None] = (-1, None)
+
+    # Holding is a float product, exactly as BacktestResult.holding computes it.
+    def _holding(self, i: int) -> bool:
+        return self.coin_f * float(self.close[i]) >= self.min_f
+
+    def _bid_order(self, i: int) -> tuple[Decimal, Decimal] | None:
+        """(price, volume) of the bid decided at bar i, or None below the minimum."""
+        if self._last_bid[0] == i:  # _can_buy just sized it for _buy
+            return self._last_bid[1]
+        price = self.prep.bid_decimal(i)
+        volume = floor_volume(self.cash / (price * self.sizing))
+        order = (price, volume) if price * volume >= self.min_order else None
+        self._last_bid = (i, order)
+        return order
+
+    def _can_buy(self, i: int) -> bool:
+        return not self._holding(i) and self._bid_order(i) is not None
+
+    def _can_sell(self, i: int) -> bool:
+        return self._holding(i) and self.coin * self.prep.ask_decimal(i) >= self.min_order
+
+    def _maybe_buy(self, events: np.ndarray) -> np.ndarray:
+        return self.coin_f * self.close[events] < self.min_f
+
+    def _maybe_sell(self, events: np.ndarray) -> np.ndarray:
+        value = self.coin_f * self.close[events]
+        return (value >= self.min_f) & (self.coin_f * self.prep.ask[events]
+                                        >= self.min_f * (1 - 1e-9))
+
+    def _next(self, events: list[int], array: np.ndarray, k: int, hi: int,
+              ok: Callable[[int], bool], maybe: Callable[[np.ndarray], np.ndarray]) -> int:
+        # The common case, the first event passing, costs no numpy call.
+        if k < hi and ok(events[k]):
+            return k
+        return _scan(array, k + 1, hi, ok, maybe) if k < hi else hi
+
+    def run(self) -> list[_Fill]:
+        buy_list, sell_list = self.buys.tolist(), self.sells.tolist()
+        nb, ns = len(buy_list), len(sell_list)
+        start = kb = ks = 0  # next bar that may trade; bisect cursors
+        while True:
+            kb = bisect.bisect_left(buy_list, start, kb)
+            ks = bisect.bisect_left(sell_list, start, ks)
+            sell_pos = ns
+            if self.coin > 0:
+                sell_pos = self._next(sell_list, self.sells, ks, ns, self._can_sell,
+                                      self._maybe_sell)
+            buy_pos = nb
+            if self.cash >= self.buy_floor:
+                # Only buys before the next sell matter: the state changes there.
+                hi = nb if sell_pos == ns else bisect.bisect_left(
+                    buy_list, sell_list[sell_pos], kb)
+                buy_pos = self._next(buy_list, self.buys, kb, hi, self._can_buy,
+                                     self._maybe_buy)
+                buy_pos = nb if buy_pos == hi else buy_pos
+            if buy_pos < nb:
+                bar = buy_list[buy_pos]
+                self._buy(bar)
+            elif sell_pos < ns:
+                bar = sell_list[sell_pos]
+                self._sell(bar)
+            else:
+                return self.fills
+            start = bar + 1
+
+    def _buy(self, i: int) -> None:
+        order = self._bid_order(i)
+        assert order is not None  # noqa: S101 - _can_buy checked it
+        price, volume = order
+        value = price * volume
+        fee = value * self.fee_rate
+        self.cash -= value + fee
+        self._last_bid = (-1, None)  # sized on the old cash
+        self.coin += volume
+        self.coin_f = float(self.coin)
+        self.fills.append(_Fill(i + 1, BUY, price, volume, fee, self.cash, self.coin))
+
+    def _sell(self, i: int) -> None:
+        price, volume = self.prep.ask_decimal(i), self.coin
+        value = price * volume
+        fee = value * self.fee_rate
+        self.cash += value - fee
+        self.coin, self.coin_f = Decimal(0), 0.0
+        self.fills.append(_Fill(i + 1, SELL, price, volume, fee, self.cash, self.coin))
+
+
+@dataclass(frozen=True)
+class BacktestResult:
+    """One backtest. The scalar fields are the ``--json`` keys (see
+    :meth:`to_dict`); the arrays are per bar or per fill, for tests and plots.
+
+    Metrics cover the trading span, bars ``WINDOW-1 .. bars-1`` (the first
+    ``WINDOW-1`` bars only warm the window up): ``total_return`` is
+    ``final_equity / cash - 1``; ``buy_and_hold_return`` is the close at the
+    last bar over the close at the first decision, minus 1; ``max_drawdown``
+    the largest fall of equity from its running peak, as a fraction;
+    ``sharpe`` the mean over the standard deviation (population) of per-bar
+    simple equity returns, times ``sqrt(bars per year)``; ``round_trips`` the
+    sells filled; ``fills`` buys plus sells filled; ``win_rate`` the share of
+    round trips whose sale (after its fee) beat the cost of its buys (with
+    fees), ``None`` without round trips; ``exposure`` the share of bars
+    holding; ``fees`` KRW paid; ``start_ts``/``end_ts`` the first and last
+    candle (ISO-8601 UTC); ``bars`` the number of candles.
+    """
+
+    final_equity: float
+    total_return: float
+    buy_and_hold_return: float
+    max_drawdown: float
+    sharpe: float
+    round_trips: int
+    fills: int
+    win_rate: float | None
+    exposure: float
+    fees: float
+    start_ts: str
+    end_ts: str
+    bars: int
+    equity: np.ndarray = field(repr=False)  # KRW at each close
+    actions: np.ndarray = field(repr=False)  # BUY/SELL/HOLD decided at each bar
+    holding: np.ndarray = field(repr=False)  # the holding state each decision saw
+    scores: np.ndarray = field(repr=False)  # score at each bar (0 before WINDOW-1)
+    buy_bars: np.ndarray = field(repr=False)  # bar of each buy fill
+    buy_prices: np.ndarray = field(repr=False)
+    sell_bars: np.ndarray = field(repr=False)
+    sell_prices: np.ndarray = field(repr=False)
+
+    ARRAYS = ("equity", "actions", "holding", "scores", "buy_bars", "buy_prices", "sell_bars",
+              "sell_prices")
+
+    def to_dict(self, arrays: bool = False) -> dict[str, Any]:
+        """The JSON object: scalar fields; with ``arrays=True`` the per-bar and
+        per-fill arrays too, as lists."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in self.ARRAYS:
+                if arrays:
+                    out[f.name] = value.tolist()
+            else:
+                out[f.name] = value
+        return out
+
+
+def _iso(ts: int) -> str:
+    return datetime.fromtimestamp(int(ts), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _per_bar(fills: list[_Fill], n: int, cash: float) -> tuple[np.ndarray, np.ndarray]:
+    """Cash and coin after each bar's fills, from the fill list."""
+    starts = np.array([0] + [f.bar for f in fills], dtype=np.int64)
+    cash_seg = np.array([cash] + [float(f.cash) for f in fills])
+    coin_seg = np.array([0.0] + [float(f.coin) for f in fills])
+    lengths = np.diff(np.append(starts, n))
+    return np.repeat(cash_seg, lengths), np.repeat(coin_seg, lengths)
+
+
+def _win_rate(fills: list[_Fill]) -> float | None:
+    wins = trips = 0
+    cost = Decimal(0)
+    for f in fills:
+        if f.side == BUY:
+            cost += f.price * f.volume + f.fee
+        else:
+            trips += 1
+            wins += f.price * f.volume - f.fee > cost
+            cost = Decimal(0)
+    return wins / trips if trips else None
+
+
+def _sharpe(equity: np.ndarray, per_year: float) -> float:
+    if len(equity) < 2:
+        return 0.0
+    returns = equity[1:] / equity[:-1] - 1.0
+    std = float(returns.std())
+    return float(returns.mean()) / std * math.sqrt(per_year) if std > _FLAT else 0.0
+
+
+def run_backtest(candles: CandleSeries | Prepared, weights: Mapping[str, float] | None,
+                 params: BacktestParams) -> BacktestResult:
+    """Backtest one weight vector on a candle series (oldest first) with the
+    exact fill model. ``candles`` may be a :class:`Prepared` of the same
+    aggressiveness to skip the signal computation."""
+    prep = _prepared(candles, params)
+    n = len(prep)
+    first = st.FIRST_DECISION
+    scores = st.score_table(weights)[prep.codes]
+    valid = np.arange(n) >= first
+    scores[~valid] = 0.0
+    thr = params.threshold
+    wants_buy, wants_sell = valid & (scores >= thr), valid & (scores <= -thr)
+    fills = _Engine(prep, params, np.flatnonzero(wants_buy & prep.buy_fill),
+                    np.flatnonzero(wants_sell & prep.sell_fill)).run()
+    cash, coin = _per_bar(fills, n, params.cash)
+    close = prep.close
+    holding = coin * close >= params.min_order_krw
+    actions = np.where(holding, np.where(wants_sell, SELL, HOLD),
+                       np.where(wants_buy, BUY, HOLD)).astype(np.int8)
+    equity = cash + coin * close
+    span = min(first, n - 1)
+    curve = equity[span:]
+    peak = np.maximum.accumulate(curve)
+    buys = [f for f in fills if f.side == BUY]
+    sells = [f for f in fills if f.side == SELL]
+    return BacktestResult(
+        final_equity=float(equity[-1]),
+        total_return=float(equity[-1] / params.cash - 1.0),
+        buy_and_hold_return=float(close[-1] / close[span] - 1.0),
+        max_drawdown=float(np.max(1.0 - curve / peak)),
+        sharpe=_sharpe(curve, prep.bars_per_year),
+        round_trips=len(sells),
+        fills=len(fills),
+        win_rate=_win_rate(fills),
+        exposure=float(holding[span:].mean()) if n > first else 0.0,
+        fees=float(sum((f.fee for f in fills), Decimal(0))),
+        start_ts=_iso(prep.ts[0]),
+        end_ts=_iso(prep.ts[-1]),
+        bars=n,
+        equity=equity,
+        actions=actions,
+        holding=holding,
+        scores=scores,
+        buy_bars=np.array([f.bar for f in buys], dtype=np.int64),
+        buy_prices=np.array([float(f.price) for f in buys]),
+        sell_bars=np.array([f.bar for f in sells], dtype=np.int64),
+        sell_prices=np.array([float(f.price) for f in sells]),
+    )
+
+
+# --- batch evaluation -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchMetrics:
+    """Metrics of many weight vectors on one series, one array entry per
+    vector (rows of the weight matrix, in order).
+
+    The position path (which bars hold, every fill) is exactly the exact
+    engine's as long as cash and position stay far above ``min_order_krw``
+    (the usual case: then no order is ever refused for size). The money is
+    approximated: a buy is taken to invest all equity at the bid after its
+    fee, so the few KRW the fee buffer and the 8-decimal volume leave in cash
+    are ignored (about ``2 * fee_rate * fee_buffer`` per round trip, 5e-7 at
+    the defaults). Per-bar returns are otherwise the engine's: ``close_j /
+    close_{j-1} - 1`` while holding, ``close_j / (bid (1 + fee)) - 1`` on the
+    bar a buy fills, ``ask (1 - fee) / close_{j-1} - 1`` on the bar a sell
+    fills. Sums run in float32 per block of bars (float64 across blocks).
+    """
+
+    total_return: np.ndarray  # exp(sum of per-bar log returns) - 1
+    sharpe: np.ndarray  # annualised, as BacktestResult.sharpe
+    mean_return: np.ndarray  # per bar
+    std_return: np.ndarray  # per bar, population
+    exposure: np.ndarray  # share of the trading span holding
+    fills: np.ndarray  # buys + sells filled
+    round_trips: np.ndarray  # sells filled
+    bars: int  # per-bar returns in the trading span
+    bars_per_year: float
+
+    def __len__(self) -> int:
+        return len(self.total_return)
+
+    def row(self, i: int) -> dict[str, float]:
+        """Candidate ``i``'s metrics as plain numbers."""
+        return {name: float(getattr(self, name)[i]) for name in
+                ("total_return", "sharpe", "mean_return", "std_return", "exposure", "fills",
+                 "round_trips")}
+
+
+_NO_EVENT = st.N_CODES * 4  # the event-table row of bars that cannot trade
+_METRIC_ROWS = 5  # sum r, sum r^2, sum log(1+r), bars holding, fills
+_TILE_WORDS = 16  # candidates (x64) unpacked at once: a block's tile stays in cache
+
+
+def _batch_tables(prep: Prepared) -> np.ndarray:
+    """Per bar j, the row of the event table its decision uses:
+    ``code * 4 + 2 * buy_fill + sell_fill``; ``_NO_EVENT`` where no order can
+    fill (warm-up bars and the last bar)."""
+    n = len(prep)
+    rows = (prep.codes.astype(np.int64) * 4 + 2 * prep.buy_fill + prep.sell_fill)
+    rows[:st.FIRST_DECISION] = _NO_EVENT
+    rows[-1] = _NO_EVENT
+    return rows[:n]
+
+
+def _batch_coefficients(prep: Prepared, params: BacktestParams) -> np.ndarray:
+    """``(5, 2n)`` float32 ``[hold | flip]`` so that a vector's metric sums are
+    ``coef[:, :n] @ H + coef[:, n:] @ F`` with ``H_j`` = holding at close j
+    and ``F_j = H_j xor H_{j-1}``.
+
+    The return of bar j is ``R`` while holding through it, ``E`` when a buy
+    fills on it and ``X`` when a sell does; with ``en = (F + H - H') / 2``,
+    ``ex = (F - H + H') / 2`` and ``H H' = (H + H' - F) / 2`` (``H' = H_{j-1}``)
+    each metric is linear in H, H' and F; the H' term moves to bar j-1.
+    """
+    c, n = prep.close, len(prep)
+    f = params.fee_rate
+    zero = np.zeros(n)
+    R, E, X = zero.copy(), zero.copy(), zero.copy()
+    R[1:] = c[1:] / c[:-1] - 1.0
+    E[1:] = c[1:] / (prep.bid[:-1] * (1.0 + f)) - 1.0
+    X[1:] = prep.ask[:-1] * (1.0 - f) / c[:-1] - 1.0
+    coef = np.zeros((_METRIC_ROWS, 2 * n))
+    for row, (r, e, x) in enumerate(((R, E, X), (R * R, E * E, X * X),
+                                     (np.log1p(R), np.log1p(E), np.log1p(X)))):
+        a, b, d = (r + e - x) / 2, (r - e + x) / 2, (e + x - r) / 2
+        coef[row, :n] = a
+        coef[row, :n - 1] += b[1:]
+        coef[row, n:] = d
+    coef[3, :n] = 1.0
+    coef[4, n:] = 1.0
+    span = st.FIRST_DECISION + 1  # H and F are zero before the first possible fill
+    coef[:, :span] = 0.0
+    coef[:, n:n + span] = 0.0
+    return coef.astype(np.float32)
+
+
+def _pack(table: np.ndarray, words: int) -> np.ndarray:
+    """Bool rows -> uint64 words, candidate c at bit c % 64 of word c // 64."""
+    packed = np.packbits(table, axis=1, bitorder="little")
+    out = np.zeros((len(table), words * 8), dtype=np.uint8)
+    out[:, :packed.shape[1]] = packed
+    return out.view(np.uint64)
+
+
+def _event_tables(weights: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Bit-packed tables indexed by event row: B (a buy fills) and K (a sell
+    does not fill), one bit per candidate."""
+    tables = st.score_tables(weights)
+    k = len(weights)
+    buy = np.zeros((_NO_EVENT + 1, k), dtype=bool)
+    keep = np.ones((_NO_EVENT + 1, k), dtype=bool)
+    buy4 = buy[:_NO_EVENT].reshape(st.N_CODES, 4, k)
+    keep4 = keep[:_NO_EVENT].reshape(st.N_CODES, 4, k)
+    buy4[:, 2, :] = buy4[:, 3, :] = (tables >= threshold).T
+    keep4[:, 1, :] = keep4[:, 3, :] = (tables > -threshold).T
+    words = -(-k // 64)
+    return _pack(buy, words), _pack(keep, words)
+
+
+def _evaluate_chunk(weights: np.ndarray, rows: list[int], coef: np.ndarray, threshold: float,
+                    block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Metric sums ``(5, k)`` and the final holding state of ``k`` candidates.
+
+    With threshold > 0 no bar is both a buy and a sell event, so the holding
+    state follows ``H_{j+1} = B_j | (H_j & K_j)``: one pass over the bars with
+    64 candidates per machine word (a forward fill of the events, done in the
+    bit domain). Each block of bars is then unpacked to float32, a tile of
+    candidates at a time into a reused buffer, and reduced by matrix products.
+    """
+    k = len(weights)
+    buy, keep = _event_tables(weights, threshold)
+    words, n = buy.shape[1], len(rows)
+    sums = np.zeros((_METRIC_ROWS, words * 64))
+    state = np.zeros(words, dtype=np.uint64)
+    bits_buffer = np.empty((2 * block, words), dtype=np.uint64)
+    tile_buffer = np.empty((2 * block, _TILE_WORDS * 64), dtype=np.float32)
+    band, bor = np.bitwise_and, np.bitwise_or
+    for a in range(st.FIRST_DECISION + 1, n, block):
+        b = min(n, a + block)
+        length = b - a
+        bits = bits_buffer[:2 * length]
+        prev = state
+        for j, out in zip(range(a, b), bits[:length], strict=True):
+            row = rows[j - 1]
+            band(prev, keep[row], out=out)
+            bor(out, buy[row], out=out)
+            prev = out
+        np.bitwise_xor(bits[0], state, out=bits[length])
+        np.bitwise_xor(bits[1:length], bits[:length - 1], out=bits[length + 1:])
+        state = bits[length - 1].copy()
+        block_coef = np.concatenate([coef[:, a:b], coef[:, n + a:n + b]], axis=1)
+        for w0 in range(0, words, _TILE_WORDS):
+            w1 = min(words, w0 + _TILE_WORDS)
+            packed = np.ascontiguousarray(bits[:, w0:w1]).view(np.uint8)
+            tile = tile_buffer[:2 * length, :(w1 - w0) * 64]
+            np.copyto(tile, np.unpackbits(packed, axis=1, bitorder="little"), casting="unsafe")
+            sums[:, w0 * 64:w1 * 64] += block_coef @ tile
+    final = np.unpackbits(state.view(np.uint8), count=k, bitorder="little").astype(bool)
+    return sums[:, :k], final
+
+
+def evaluate_batch(candles: CandleSeries | Prepared, weight_matrix: np.ndarray,
+                   params: BacktestParams, *, chunk: int = 16384, block: int = 256,
+                   threads: int = 1) -> BatchMetrics:
+    """Evaluate every row of ``weight_matrix`` (``(m, 6)``, columns in
+    ``SIGNAL_NAMES`` order, normalised here) on one series.
+
+    Signals, limit prices and fill flags are computed once; each candidate
+    then costs one pass of bit operations over the bars (64 candidates per
+    word) and one float32 matrix product per block of bars. Memory is
+    bounded by ``chunk`` candidates times ``block`` bars whatever ``m`` is.
+
+    ``threads`` > 1 evaluates chunks in parallel (numpy releases the GIL).
+    The default, 1, leaves the cores to a multi-threaded BLAS, which runs the
+    matrix products in parallel already; with a single-threaded BLAS
+    (``OPENBLAS_NUM_THREADS=1``) pass the core count instead: two layers of
+    spinning threads on two cores are slower than either alone.
+    """
+    prep = _prepared(candles, params)
+    st.normalise_matrix(weight_matrix)  # validation; each chunk normalises once, as
+    weights = np.asarray(weight_matrix, dtype=np.float64)  # run_backtest does
+    m, n = len(weights), len(prep)
+    span_returns = max(n - 1 - st.FIRST_DECISION, 0)
+    sums, final = np.zeros((_METRIC_ROWS, m)), np.zeros(m, dtype=bool)
+    if m and span_returns:
+        rows = _batch_tables(prep).tolist()
+        coef = _batch_coefficients(prep, params)
+        workers = max(1, threads)
+        pieces = max(-(-m // chunk), min(workers, -(-m // 256)))
+        bounds = np.linspace(0, m, pieces + 1).astype(int)
+
+        def work(p: int) -> tuple[np.ndarray, np.ndarray]:
+            return _evaluate_chunk(weights[bounds[p]:bounds[p + 1]], rows, coef,
+                                   params.threshold, block)
+
+        with ThreadPoolExecutor(max_workers=min(workers, pieces)) as pool:
+            for p, (part, last) in enumerate(pool.map(work, range(pieces))):
+                sums[:, bounds[p]:bounds[p + 1]] = part
+                final[bounds[p]:bounds[p + 1]] = last
+    count = max(span_returns, 1)
+    mean = sums[0] / count
+    std = np.sqrt(np.maximum(sums[1] / count - mean * mean, 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sharpe = np.where(std > _FLAT, mean / std, 0.0) * math.sqrt(prep.bars_per_year)
+    fills = np.rint(sums[4]).astype(np.int64)
+    return BatchMetrics(
+        total_return=np.expm1(sums[2]),
+        sharpe=sharpe,
+        mean_return=mean,
+        std_return=std,
+        exposure=sums[3] / max(n - st.FIRST_DECISION, 1),
+        fills=fills,
+        round_trips=(fills - final) // 2,
+        bars=span_returns,
+        bars_per_year=prep.bars_per_year,
+    )
+
+
+# --- CSV ------------------------------------------------------------------------------
+
+CSV_COLUMNS = ("ts", "open", "high", "low", "close", "volume")
+
+
+def _parse_ts(text: str) -> int:
+    text = text.strip()
+    if text.isdigit():  # epoch seconds are unambiguous too
+        return int(text)
+    value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    if value.tzinfo is None:  # the CSV contract says UTC
+        value = value.replace(tzinfo=UTC)
+    return int(value.timestamp())
+
+
+def _parse_row(row: dict[str, str]) -> tuple[int, float, float, float, float, float]:
+    ts = _parse_ts(row["ts"])
+    o, h, lo, c, v = (float(row[name]) for name in CSV_COLUMNS[1:])
+    if not all(math.isfinite(x) and x > 0 for x in (o, h, lo, c)):
+        raise ValueError("prices must be finite and positive")
+    if not (math.isfinite(v) and v >= 0):
+        raise ValueError("volume must be finite and >= 0")
+    if not lo <= min(o, c) <= max(o, c) <= h:
+        raise ValueError("need low <= open, close <= high")
+    return ts, o, h, lo, c, v
+
+
+def load_csv(path: str | os.PathLike[str]) -> CandleArrays:
+    """Candles from a CSV with a header naming ``ts,open,high,low,close,volume``
+    (any order, extra columns ignored), ``ts`` ISO-8601 UTC, oldest first.
+    A bad row raises ``ValueError`` naming the file and line."""
+    rows: list[tuple[int, float, float, float, float, float]] = []
+    with Path(path).open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: line 1: missing columns {', '.join(missing)}")
+        for row in reader:
+            line = reader.line_num
+            try:
+                parsed = _parse_row(row)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"{path}: line {line}: {exc}") from None
+            if rows and parsed[0] <= rows[-1][0]:
+                raise ValueError(f"{path}: line {line}: ts must increase (oldest first)")
+            rows.append(parsed)
+    if not rows:
+        raise ValueError(f"{path}: no candles")
+    data = np.array(rows, dtype=np.float64)
+    return CandleArrays(np.array([r[0] for r in rows], dtype=np.int64), data[:, 1].copy(),
+                        data[:, 2].copy(), data[:, 3].copy(), data[:, 4].copy(),
+                        data[:, 5].copy())

@@ -1,0 +1,120 @@
+"""Per-process resources shared by the jobs: the database pool, the Upbit
+client, the exchange, Redis (locks and heartbeats). Built lazily, once per
+process (and again after a fork), so that importing never connects anywhere.
+No Celery here."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from functools import cached_property
+
+import redis
+
+from bot import clock
+from bot.config import Settings
+from bot.errors import TemporaryError
+from bot.logs import event
+from bot.storage import Database
+
+log = logging.getLogger("bot.runtime")
+
+HEARTBEAT_KEY = "bot:heartbeat:{role}"
+HEARTBEAT_EVERY = 10.0
+HEARTBEAT_TTL = 3600
+
+
+class LockBusy(Exception):
+    """Another run of the same job for the same market holds the lock."""
+
+
+class RedisUnavailable(TemporaryError):
+    """Redis refused or dropped the connection."""
+
+
+class Runtime:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.pid = os.getpid()
+        clock.configure(float(settings.bot_clock_speedup), float(settings.bot_clock_epoch))
+
+    @cached_property
+    def db(self) -> Database:
+        return Database(self.settings.database_url)
+
+    @cached_property
+    def upbit(self):
+        from bot.upbit import UpbitClient
+        return UpbitClient.from_settings(self.settings)
+
+    @cached_property
+    def exchange(self):
+        from bot.exchange import make_exchange
+        if self.settings.live:
+            return self.upbit
+        return make_exchange(self.settings, self.db)
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.settings.celery_backend_url, socket_timeout=5,
+                                    socket_connect_timeout=5, health_check_interval=30)
+
+    def trade_context(self):
+        from bot.lifecycle import TradeContext
+        from bot.notify import notifier
+        return TradeContext(self.settings, self.db, self.exchange, notify=notifier(self.settings))
+
+    @contextlib.contextmanager
+    def market_lock(self, job: str, market: str, ttl: float) -> Iterator[None]:
+        """Hold ``job``'s lock for ``market`` or raise :class:`LockBusy` at once.
+
+        The TTL (the task's hard time limit plus a margin) frees the lock of
+        a process that was killed while holding it."""
+        try:
+            lock = self.redis.lock(f"bot:lock:{job}:{market}", timeout=ttl, blocking=False)
+            acquired = lock.acquire()
+        except redis.RedisError as exc:
+            raise RedisUnavailable(f"redis unavailable: {exc}") from None
+        if not acquired:
+            raise LockBusy(f"{job} for {market} is already running")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(redis.RedisError):
+                lock.release()
+
+    def beat(self, role: str) -> None:
+        """Record that ``role`` is alive (for ``bot status`` and healthchecks)."""
+        try:
+            self.redis.set(HEARTBEAT_KEY.format(role=role), f"{time.time():.3f}",
+                           ex=HEARTBEAT_TTL)
+        except redis.RedisError as exc:
+            event(log, "heartbeat.failed", level=logging.WARNING, role=role, error=str(exc))
+
+    def start_heartbeat(self, role: str, every: float = HEARTBEAT_EVERY) -> threading.Thread:
+        def loop() -> None:
+            while True:
+                self.beat(role)
+                time.sleep(every)
+
+        thread = threading.Thread(target=loop, name=f"heartbeat-{role}", daemon=True)
+        thread.start()
+        return thread
+
+
+_runtime: Runtime | None = None
+
+
+def runtime(settings: Settings | None = None) -> Runtime:
+    """This process's runtime (rebuilt after a fork)."""
+    global _runtime
+    if _runtime is None or _runtime.pid != os.getpid():
+        if settings is None:
+            from bot.config import get_settings
+            settings = get_settings()
+        _runtime = Runtime(settings)
+    return _runtime

@@ -1,0 +1,245 @@
+"""Celery wiring: the app, the four tasks and their queues. No business logic:
+each task takes a per-market lock and calls one job function.
+
+Started as ``celery -A bot.tasks worker -Q collector_queue`` (or
+``trader_queue``, ``optimizer_queue``). At import the settings are validated
+(exit 2 on a bad one, before connecting anywhere); before consuming, a worker
+applies migrations under the advisory lock (waiting with backoff while the
+database is down) and logs one start line.
+
+Delivery policy, per task:
+
+- ``collect`` and ``trade`` and ``reconcile`` are idempotent (upserts; one
+  decision per candle; identifiers; fills unique by trade uuid), so they use
+  ``acks_late`` with ``reject_on_worker_lost``: a message whose worker died is
+  delivered again rather than lost.
+- ``optimize`` is not acked late: an optimize that kills its worker (memory)
+  must not come back forever; the next schedule runs it again.
+- Every periodic message expires (a trade after its minute, an optimize after
+  a few hours), so nothing runs late after an outage.
+- Temporary errors (network, 429, 5xx, database or Redis unavailable) are
+  retried by Celery with exponential backoff; anything else fails at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from celery import Celery, signals
+from celery.exceptions import SoftTimeLimitExceeded
+
+from bot import clock
+from bot.config import ConfigError, Settings, get_settings
+from bot.errors import DatabaseUnavailable, TemporaryError
+from bot.logs import event, set_role, setup_logging
+
+log = logging.getLogger("bot.tasks")
+
+try:
+    SETTINGS: Settings = get_settings()
+except ConfigError as _exc:
+    sys.stderr.write(f"bot: {_exc}\n")
+    raise SystemExit(2) from None
+
+QUEUES = {"collect": "collector_queue", "trade": "trader_queue",
+          "reconcile": "trader_queue", "optimize": "optimizer_queue"}
+ROLES = {"collector_queue": "collector", "trader_queue": "trader",
+         "optimizer_queue": "optimizer"}
+
+clock.configure(float(SETTINGS.bot_clock_speedup), float(SETTINGS.bot_clock_epoch))
+# Real seconds (a sped-up test clock shortens candle periods, not time limits).
+PERIOD = clock.real_seconds(SETTINGS.unit * 60.0)
+_COLLECT_PAGES = SETTINGS.backfill_max_candles / 200
+LIMITS = {  # (soft, hard) seconds
+    "collect": (max(45.0, _COLLECT_PAGES / 5 + 30), max(55.0, _COLLECT_PAGES / 5 + 40)),
+    "trade": (30.0, 40.0),
+    "reconcile": (45.0, 55.0),
+    "optimize": (1200.0, 1500.0),
+}
+OPTIMIZE_EXPIRES = 3 * 3600.0
+
+app = Celery("bot", broker=SETTINGS.celery_broker_url, backend=SETTINGS.celery_backend_url)
+app.conf.update(
+    task_routes={name: {"queue": queue} for name, queue in QUEUES.items()},
+    task_default_queue="collector_queue",
+    task_serializer="json", accept_content=["json"], result_serializer="json",
+    task_ignore_result=True,
+    timezone=SETTINGS.timezone, enable_utc=True,
+    worker_prefetch_multiplier=1,
+    worker_hijack_root_logger=False,
+    worker_send_task_events=False,
+    broker_connection_retry_on_startup=True,
+    broker_connection_retry=True,
+    broker_connection_max_retries=None,  # keep reconnecting to Redis, never crash-loop
+    broker_transport_options={"visibility_timeout": 600},
+    result_expires=3600,
+)
+
+_RETRY = {"autoretry_for": (TemporaryError,), "retry_backoff": 2, "retry_backoff_max": 30,
+          "retry_jitter": True}
+
+
+def _lock_ttl(job: str) -> float:
+    return LIMITS[job][1] + 5
+
+
+def _run_locked(job: str, market: str, func, *args: Any) -> Any:
+    from bot.runtime import LockBusy, runtime
+    try:
+        with runtime().market_lock(job, market, _lock_ttl(job)):
+            return func(*args)
+    except LockBusy as exc:
+        event(log, "task.skipped", job=job, market=market, reason=str(exc))
+        return None
+
+
+def _trade_expires(candle_ts: datetime) -> float:
+    """Real seconds until a trade for this candle is pointless (two periods
+    after its close the trader calls the data stale anyway)."""
+    deadline = candle_ts + timedelta(minutes=SETTINGS.unit * 3)
+    return max(1.0, clock.real_seconds((deadline - clock.now()).total_seconds()))
+
+
+@app.task(name="collect", bind=True, acks_late=True, reject_on_worker_lost=True,
+          soft_time_limit=LIMITS["collect"][0], time_limit=LIMITS["collect"][1],
+          max_retries=5, **_RETRY)
+def collect(self, market: str) -> dict | None:
+    from bot.collector import collect_market, follow_up_seconds
+    from bot.runtime import runtime
+    rt = runtime()
+
+    def job():
+        return collect_market(rt.db, rt.upbit, market, unit=SETTINGS.unit,
+                              max_candles=SETTINGS.backfill_max_candles)
+
+    result = _run_locked("collect", market, job)
+    if result is None:
+        return None
+    if result.newest_final_ts is not None:
+        trade.apply_async((market,), {"candle_ts": result.newest_final_ts.isoformat()},
+                          expires=_trade_expires(result.newest_final_ts))
+    wait = follow_up_seconds(result, clock.now(), SETTINGS.unit)
+    if wait is not None:
+        # The newest candle closed but is not confirmed yet: look again shortly.
+        collect.apply_async((market,), countdown=clock.real_seconds(wait),
+                            expires=clock.real_seconds(wait) + PERIOD)
+    return {"market": market, "inserted": result.inserted, "updated": result.updated}
+
+
+@app.task(name="trade", bind=True, acks_late=True, reject_on_worker_lost=True,
+          soft_time_limit=LIMITS["trade"][0], time_limit=LIMITS["trade"][1],
+          max_retries=3, **_RETRY)
+def trade(self, market: str, candle_ts: str | None = None) -> dict | None:
+    from bot.runtime import runtime
+    from bot.trader import trade_market
+    rt = runtime()
+    outcome = _run_locked("orders", market, trade_market, rt.trade_context(), market)
+    if outcome is None:
+        return None
+    return {"market": market, "status": outcome.status, "action": outcome.action,
+            "identifier": outcome.identifier}
+
+
+@app.task(name="reconcile", bind=True, acks_late=True, reject_on_worker_lost=True,
+          soft_time_limit=LIMITS["reconcile"][0], time_limit=LIMITS["reconcile"][1],
+          max_retries=3, **_RETRY)
+def reconcile(self, market: str | None = None) -> dict:
+    from bot.lifecycle import reconcile_market
+    from bot.runtime import runtime
+    rt = runtime()
+    ctx = rt.trade_context()
+    done = {}
+    for name in ([market] if market else SETTINGS.markets):
+        result = _run_locked("orders", name, reconcile_market, ctx, name)
+        if result is not None:
+            done[name] = {"fills": result.fills, "cancelled": result.cancelled,
+                          "errors": result.errors}
+            event(log, "reconcile", market=name, checked=result.checked, fills=result.fills,
+                  cancelled=result.cancelled, adopted=result.adopted, sent=result.sent,
+                  errors=result.errors)
+    return done
+
+
+@app.task(name="optimize", bind=True, acks_late=False,
+          soft_time_limit=LIMITS["optimize"][0], time_limit=LIMITS["optimize"][1],
+          max_retries=2, **_RETRY)
+def optimize(self, market: str) -> dict | None:
+    from bot.optimizer import optimize_market
+    from bot.runtime import runtime
+    rt = runtime()
+    outcome = _run_locked("optimize", market, optimize_market, rt.settings, rt.db, market)
+    if outcome is None:
+        return None
+    return {"market": market, "adopted": outcome.adopted, "reason": outcome.reason}
+
+
+# --- worker life cycle --------------------------------------------------------
+
+
+@signals.setup_logging.connect
+def _logging(**_: Any) -> None:
+    setup_logging(SETTINGS.log_level, SETTINGS.log_format, role="worker",
+                  secrets=(SETTINGS.upbit_access_key, SETTINGS.upbit_secret_key))
+
+
+def wait_for_database(migrate_once, *, attempts: int | None = None, first: float = 1.0,
+                      cap: float = 30.0, sleep=time.sleep) -> Any:
+    """Call ``migrate_once`` until the database answers, backing off."""
+    delay, tried = first, 0
+    while True:
+        try:
+            return migrate_once()
+        except DatabaseUnavailable as exc:
+            tried += 1
+            if attempts is not None and tried >= attempts:
+                raise
+            event(log, "db.waiting", level=logging.WARNING, detail=str(exc), retry_in_s=delay)
+            sleep(delay)
+            delay = min(cap, delay * 2)
+
+
+@signals.celeryd_after_setup.connect
+def _worker_setup(sender: str, instance: Any, **_: Any) -> None:
+    from bot.runtime import runtime
+    from bot.storage.migrate import migrate
+    queues = sorted(instance.app.amqp.queues.consume_from or {})
+    role = "+".join(ROLES.get(q, q) for q in queues) or "worker"
+    set_role(role)
+    rt = runtime(SETTINGS)
+    result = wait_for_database(lambda: migrate(rt.db))
+    fields = SETTINGS.public_summary()
+    event(log, "worker.started", role=role, queues=",".join(queues),
+          schema=result.current, **fields)
+    if SETTINGS.live:
+        event(log, "worker.live", level=logging.WARNING,
+              detail="LIVE TRADING: orders go to Upbit with real money")
+    instance.app.conf.bot_role = role
+
+
+@signals.worker_ready.connect
+def _worker_ready(sender: Any, **_: Any) -> None:
+    from bot.runtime import runtime
+    role = getattr(sender.app.conf, "bot_role", "worker")
+    rt = runtime(SETTINGS)
+    rt.start_heartbeat(role)
+    if "trader" in role:
+        # Adopt the exchange's view of every order before trading again.
+        reconcile.apply_async(expires=PERIOD * 2)
+
+
+@signals.task_failure.connect
+def _task_failed(sender: Any = None, exception: BaseException | None = None,
+                 args: Any = None, **_: Any) -> None:
+    level = logging.WARNING if isinstance(exception, SoftTimeLimitExceeded) else logging.ERROR
+    event(log, "task.failed", level=level, task=getattr(sender, "name", "?"),
+          args=list(args or ()), error=type(exception).__name__, detail=str(exception))
+
+
+@signals.task_retry.connect
+def _task_retry(sender: Any = None, request: Any = None, reason: Any = None, **_: Any) -> None:
+    event(log, "task.retry", level=logging.WARNING, task=getattr(sender, "name", "?"),
+          args=list(getattr(request, "args", None) or ()), reason=str(reason))

@@ -1,0 +1,146 @@
+"""The paper exchange: reservations, fills on the next candle, fees, refusals,
+persistence across processes."""
+
+import subprocess
+import sys
+import textwrap
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from bot.errors import InsufficientFunds, InvalidOrder, OrderNotFound
+from bot.exchange import free_balance
+from bot.paper import PaperExchange
+from bot.storage import candles as candle_store
+from tests.helpers import T0, FakeClock, candle
+
+D = Decimal
+
+
+@pytest.fixture
+def clock():
+    return FakeClock(T0 + timedelta(minutes=1, seconds=1))
+
+
+@pytest.fixture
+def paper(db, clock):
+    return PaperExchange(db, start_krw=D("1000000"), fee_rate=D("0.0005"),
+                         min_order_krw=D("5000"), unit=1, now=clock)
+
+
+def _balances(ex):
+    return {b.currency: (b.balance, b.locked) for b in ex.balances()}
+
+
+def _next_candle(db, minute, low, high, final=True):
+    candle_store.upsert_candles(db, [candle("KRW-BTC", T0 + timedelta(minutes=minute), high,
+                                            open_=low, high=high, low=low, final=final)], "1m")
+
+
+def test_starts_with_paper_cash(paper):
+    assert _balances(paper) == {"KRW": (D("1000000"), D("0"))}
+
+
+def test_bid_reserves_then_fills_at_limit_with_fee_to_the_won(db, paper, clock):
+    order = paper.place_limit_order("KRW-BTC", "bid", D("50000000"), D("0.01"), "id-1")
+    assert order.state == "wait"
+    # 0.01 * 50,000,000 = 500,000 KRW + 0.05 % fee = 500,250 KRW reserved
+    assert _balances(paper)["KRW"] == (D("499750"), D("500250"))
+    _next_candle(db, 1, low="49990000", high="50100000", final=False)
+    assert paper.get_order(uuid=order.uuid).state == "wait"  # candle not closed yet
+    _next_candle(db, 1, low="49990000", high="50100000")
+    done = paper.get_order(identifier="id-1")
+    assert done.state == "done"
+    assert done.executed_volume == D("0.01") and done.remaining_volume == 0
+    assert done.paid_fee == D("250")
+    assert [(t.price, t.volume, t.funds) for t in done.trades] == [
+        (D("50000000"), D("0.01"), D("500000"))]
+    balances = _balances(paper)
+    assert balances["KRW"] == (D("499750"), D("0"))
+    assert balances["BTC"] == (D("0.01"), D("0"))
+    assert {b.currency: b.avg_buy_price for b in paper.balances()}["BTC"] == D("50000000")
+
+
+def test_ask_fills_and_credits_funds_minus_fee(db, paper, clock):
+    paper.place_limit_order("KRW-BTC", "bid", D("50000000"), D("0.01"), "b")
+    _next_candle(db, 1, low="49000000", high="50000000")
+    clock.advance(minutes=1)
+    ask = paper.place_limit_order("KRW-BTC", "ask", D("51000000"), D("0.01"), "a")
+    assert _balances(paper)["BTC"] == (D("0"), D("0.01"))
+    _next_candle(db, 2, low="50500000", high="51000000")
+    assert paper.get_order(uuid=ask.uuid).state == "done"
+    # 499,750 + 510,000 - 255 fee
+    assert _balances(paper) == {"KRW": (D("1009495"), D("0"))}
+
+
+def test_not_crossed_on_the_next_candle_is_cancelled_and_released(db, paper):
+    order = paper.place_limit_order("KRW-BTC", "bid", D("50000000"), D("0.01"), "x")
+    _next_candle(db, 1, low="50000500", high="50100000")
+    assert paper.get_order(uuid=order.uuid).state == "cancel"
+    assert _balances(paper) == {"KRW": (D("1000000"), D("0"))}
+    # a later candle that would cross changes nothing
+    _next_candle(db, 2, low="40000000", high="50100000")
+    assert paper.get_order(uuid=order.uuid).state == "cancel"
+    assert paper.open_orders("KRW-BTC") == []
+
+
+def test_cancel_releases_funds(paper):
+    order = paper.place_limit_order("KRW-BTC", "bid", D("50000000"), D("0.01"), "c")
+    assert [o.uuid for o in paper.open_orders()] == [order.uuid]
+    cancelled = paper.cancel_order(uuid=order.uuid)
+    assert cancelled.state == "cancel"
+    assert _balances(paper) == {"KRW": (D("1000000"), D("0"))}
+    with pytest.raises(InvalidOrder):
+        paper.cancel_order(uuid=order.uuid)
+
+
+@pytest.mark.parametrize(("side", "price", "volume", "name"), [
+    ("bid", "50000050", "0.01", "invalid_price_bid"),
+    ("ask", "1234.5", "10", "invalid_price_ask"),
+    ("bid", "50000000", "0.000000001", "invalid_volume"),
+    ("bid", "1000", "4.999", "under_min_total_bid"),
+])
+def test_refuses_what_upbit_refuses(paper, side, price, volume, name):
+    with pytest.raises(InvalidOrder) as info:
+        paper.place_limit_order("KRW-BTC", side, D(price), D(volume), "r")
+    assert info.value.name == name
+    assert _balances(paper) == {"KRW": (D("1000000"), D("0"))}
+
+
+def test_insufficient_funds_and_balances_never_negative(paper):
+    with pytest.raises(InsufficientFunds) as info:
+        paper.place_limit_order("KRW-BTC", "bid", D("50000000"), D("0.02"), "too-much")
+    assert info.value.name == "insufficient_funds_bid"
+    with pytest.raises(InsufficientFunds):
+        paper.place_limit_order("KRW-BTC", "ask", D("50000000"), D("0.01"), "no-coin")
+    assert _balances(paper) == {"KRW": (D("1000000"), D("0"))}
+
+
+def test_identifier_is_never_reusable(paper):
+    order = paper.place_limit_order("KRW-BTC", "bid", D("50000000"), D("0.001"), "same")
+    paper.cancel_order(uuid=order.uuid)
+    with pytest.raises(InvalidOrder) as info:
+        paper.place_limit_order("KRW-BTC", "bid", D("50000000"), D("0.001"), "same")
+    assert info.value.name == "duplicate_identifier"
+    with pytest.raises(OrderNotFound):
+        paper.get_order(identifier="never-placed")
+
+
+def test_state_survives_a_new_process(db, paper, database_url):
+    paper.place_limit_order("KRW-BTC", "bid", D("50000000"), D("0.01"), "persist")
+    script = textwrap.dedent(f"""
+        from decimal import Decimal as D
+        from bot.paper import PaperExchange
+        from bot.storage import Database
+        ex = PaperExchange(Database({database_url!r}), start_krw=D("1"), fee_rate=D("0.0005"),
+                           min_order_krw=D("5000"))
+        ex.settle = lambda market=None: None  # read only
+        from bot.money import fmt
+        print({{b.currency: fmt(b.balance) + "/" + fmt(b.locked) for b in ex.balances()}})
+        print(ex.get_order(identifier="persist").state)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, timeout=60).stdout.splitlines()
+    assert out == ["{'KRW': '499750/500250'}", "wait"]
+    assert free_balance(paper.balances(), "KRW") == D("499750")

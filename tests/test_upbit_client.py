@@ -1,0 +1,686 @@
+"""The Upbit client against a `responses` fake: parsing, error mapping,
+retries, bans, order-placement safety, rate limiting and secret hygiene."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+from zoneinfo import ZoneInfo
+
+import pytest
+import requests
+import responses
+
+from bot.config import load_settings
+from bot.errors import (
+    AuthError,
+    Banned,
+    ExchangeError,
+    ExchangeTemporaryError,
+    InsufficientFunds,
+    InvalidOrder,
+    MalformedResponse,
+    OrderNotFound,
+    OrderSubmitUnknown,
+    RateLimited,
+    TemporaryError,
+)
+from bot.models import Balance
+from bot.ratelimit import GROUP_LIMITS, parse_remaining, route_group
+from bot.upbit import UpbitClient
+from tests.upbit_fakes import (
+    ACCESS,
+    BASE,
+    SECRET,
+    FakeClock,
+    candle_json,
+    make_client,
+    order_json,
+    upbit_error,
+)
+
+CANDLES = f"{BASE}/v1/candles/minutes/1"
+ORDER = f"{BASE}/v1/order"
+ORDERS = f"{BASE}/v1/orders"
+
+
+@pytest.fixture
+def server() -> Iterator[responses.RequestsMock]:
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def client(clock: FakeClock) -> Iterator[UpbitClient]:
+    with make_client(clock) as upbit:
+        yield upbit
+
+
+def query_of(call: Any) -> dict[str, list[str]]:
+    return parse_qs(unquote(urlsplit(call.request.url).query))
+
+
+# --- candles -------------------------------------------------------------
+
+def test_candles_parse_exact_decimals_utc_times_and_keep_upbits_order(
+        server: responses.RequestsMock, client: UpbitClient) -> None:
+    raw = ('[{"market":"KRW-BTC","candle_date_time_utc":"2025-01-01T00:02:00",'
+           '"candle_date_time_kst":"2025-01-01T09:02:00","opening_price":143000000.00000000,'
+           '"high_price":143050000.0,"low_price":142990000.0,"trade_price":143020000.0,'
+           '"timestamp":1735689779123,"candle_acc_trade_price":17001839.067580001234,'
+           '"candle_acc_trade_volume":0.1189031200000001,"unit":1},'
+           + json.dumps(candle_json(1)) + "]")
+    server.get(CANDLES, body=raw, content_type="application/json")
+    page = client.candles("KRW-BTC", count=2)
+    assert [c.ts for c in page] == [datetime(2025, 1, 1, 0, 2, tzinfo=UTC),
+                                    datetime(2025, 1, 1, 0, 1, tzinfo=UTC)]
+    newest = page[0]
+    assert newest.ts.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
+    assert newest.open == Decimal("143000000") and isinstance(newest.open, Decimal)
+    assert newest.quote_volume == Decimal("17001839.067580001234")
+    assert newest.volume == Decimal("0.1189031200000001")
+    assert (newest.high, newest.low, newest.close) == (
+        Decimal(143050000), Decimal(142990000), Decimal(143020000))
+    assert newest.unit == 1 and newest.market == "KRW-BTC"
+    assert newest.meta == {"kst": "2025-01-01T09:02:00", "trade_timestamp": 1735689779123}
+    assert query_of(server.calls[0]) == {"market": ["KRW-BTC"], "count": ["2"]}
+
+
+def test_candles_to_is_formatted_in_utc_and_unit_picks_the_path(
+        server: responses.RequestsMock, client: UpbitClient) -> None:
+    server.get(f"{BASE}/v1/candles/minutes/5", json=[candle_json(0)])
+    seoul = datetime(2025, 1, 1, 9, 5, 30, 999, tzinfo=ZoneInfo("Asia/Seoul"))
+    (candle,) = client.candles("KRW-BTC", unit=5, count=1, to=seoul)
+    assert candle.unit == 5
+    assert unquote(urlsplit(server.calls[0].request.url).query) == (
+        "market=KRW-BTC&count=1&to=2025-01-01T00:05:30Z")
+
+
+def test_candles_refuse_bad_arguments(client: UpbitClient) -> None:
+    for kwargs in ({"unit": 2}, {"count": 0}, {"count": 201},
+                   {"to": datetime(2025, 1, 1)}):  # noqa: DTZ001 - naive on purpose
+        with pytest.raises(ValueError):
+            client.candles("KRW-BTC", **kwargs)  # type: ignore[arg-type]
+
+
+def _without(key: str) -> dict[str, Any]:
+    item = candle_json(1)
+    del item[key]
+    return item
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ([candle_json(2), _without("low_price")], "low_price"),
+    ([candle_json(2), _without("candle_date_time_utc")], "candle_date_time_utc"),
+    ([candle_json(2), candle_json(1, trade_price=None)], "trade_price"),
+    ([candle_json(2), candle_json(1, opening_price=0)], "opening_price"),
+    ([candle_json(2), candle_json(1, high_price=-5)], "high_price"),
+    ([candle_json(2), candle_json(1, low_price="abc")], "low_price"),
+    ([candle_json(2), candle_json(1, low_price=2.0, high_price=1.0)], "low_price"),
+    ([candle_json(2), candle_json(1, market="KRW-ETH")], "market"),
+    ([candle_json(2), candle_json(1, candle_date_time_utc="yesterday")],
+     "candle_date_time_utc"),
+    ([candle_json(2), "not an object"], "object"),
+    ({"market": "KRW-BTC"}, "list"),
+])
+def test_a_malformed_item_fails_the_whole_page_naming_market_and_field(
+        server: responses.RequestsMock, client: UpbitClient, body: Any, field: str) -> None:
+    server.get(CANDLES, json=body)
+    with pytest.raises(MalformedResponse, match="KRW-BTC") as caught:
+        client.candles("KRW-BTC")
+    assert field in str(caught.value)
+    assert caught.value.path == "/v1/candles/minutes/1"
+    assert len(server.calls) == 1  # a readable but wrong page is not retried here
+
+
+def test_a_non_json_page_is_retried_then_malformed_naming_the_market(
+        server: responses.RequestsMock, clock: FakeClock) -> None:
+    server.get(CANDLES, body="<html>maintenance</html>", content_type="text/html")
+    client = make_client(clock, max_retries=2)
+    with pytest.raises(MalformedResponse, match="KRW-BTC"):
+        client.candles("KRW-BTC")
+    assert len(server.calls) == 3 and len(clock.sleeps) == 2
+
+
+def test_a_non_json_page_then_a_good_one(server: responses.RequestsMock,
+                                         client: UpbitClient, clock: FakeClock) -> None:
+    server.get(CANDLES, body="<html>oops</html>", status=200)
+    server.get(CANDLES, json=[candle_json(1)])
+    assert len(client.candles("KRW-BTC")) == 1
+    assert len(clock.sleeps) == 1
+
+
+# --- other public endpoints ------------------------------------------------
+
+def test_markets_ticker_and_tick_sizes(server: responses.RequestsMock,
+                                       client: UpbitClient) -> None:
+    server.get(f"{BASE}/v1/market/all", json=[{"market": "KRW-BTC", "korean_name": "비트코인",
+                                               "english_name": "Bitcoin"}])
+    server.get(f"{BASE}/v1/ticker", body='[{"market":"KRW-BTC","trade_price":0.1}]')
+    server.get(f"{BASE}/v1/orderbook/instruments", json=[
+        {"market": "KRW-BTC", "quote_currency": "KRW", "tick_size": "1000"},
+        {"market": "KRW-USDT", "quote_currency": "KRW", "tick_size": "0.1"}])
+    assert client.markets()[0]["market"] == "KRW-BTC"
+    assert client.ticker(["KRW-BTC", "KRW-ETH"])[0]["trade_price"] == Decimal("0.1")
+    assert query_of(server.calls[1]) == {"markets": ["KRW-BTC,KRW-ETH"]}
+    assert client.tick_sizes(["KRW-BTC", "KRW-USDT"]) == {
+        "KRW-BTC": Decimal(1000), "KRW-USDT": Decimal("0.1")}
+
+
+def test_tick_sizes_malformed(server: responses.RequestsMock, client: UpbitClient) -> None:
+    server.get(f"{BASE}/v1/orderbook/instruments", json=[{"market": "KRW-BTC"}])
+    with pytest.raises(MalformedResponse, match="tick_size"):
+        client.tick_sizes(["KRW-BTC"])
+
+
+# --- private endpoints -----------------------------------------------------
+
+def test_balances(server: responses.RequestsMock, client: UpbitClient) -> None:
+    server.get(f"{BASE}/v1/accounts", json=[
+        {"currency": "KRW", "balance": "1000000.12345", "locked": "5000",
+         "avg_buy_price": "0", "avg_buy_price_modified": False, "unit_currency": "KRW"},
+        {"currency": "BTC", "balance": "0.00012", "locked": "0",
+         "avg_buy_price": "143000000", "avg_buy_price_modified": False,
+         "unit_currency": "KRW"}])
+    assert client.balances() == [
+        Balance("KRW", Decimal("1000000.12345"), Decimal(5000), Decimal(0)),
+        Balance("BTC", Decimal("0.00012"), Decimal(0), Decimal(143000000))]
+
+
+def test_get_order_with_trades_in_utc(server: responses.RequestsMock,
+                                      client: UpbitClient) -> None:
+    trades = [{"market": "KRW-BTC", "uuid": "t-1", "price": "143000000", "volume": "0.00004",
+               "funds": "5720", "trend": "up", "created_at": "2025-01-01T09:00:05+09:00",
+               "side": "bid"}]
+    server.get(ORDER, json=order_json(state="wait", executed_volume="0.00004",
+                                      remaining_volume="0.00006", paid_fee="2.86",
+                                      trades=trades, trades_count=1))
+    order = client.get_order(uuid="9ca023a5-851b-4fec-9f0a-48cd83c2eaae")
+    assert order.is_open and order.side == "bid" and order.identifier == "bot-KRW-BTC-1"
+    assert order.created_at == datetime(2025, 1, 1, 0, 0, tzinfo=UTC)
+    assert order.created_at.tzinfo == UTC
+    assert (order.price, order.volume) == (Decimal(143000000), Decimal("0.0001"))
+    assert order.executed_volume == Decimal("0.00004") and order.paid_fee == Decimal("2.86")
+    (trade,) = order.trades
+    assert trade.funds == Decimal(5720) and trade.created_at == datetime(
+        2025, 1, 1, 0, 0, 5, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"executed_volume": None}, "executed_volume"),
+    ({"side": "buy"}, "side"),
+    ({"created_at": "2025-01-01T09:00:00"}, "created_at"),
+    ({"price": "1e"}, "price"),
+    ({"trades": [{"uuid": "t-1"}]}, "market"),
+])
+def test_get_order_malformed(server: responses.RequestsMock, client: UpbitClient,
+                             change: dict[str, Any], field: str) -> None:
+    server.get(ORDER, json=order_json(**change))
+    with pytest.raises(MalformedResponse, match=field):
+        client.get_order(identifier="bot-KRW-BTC-1")
+
+
+def test_get_order_needs_exactly_one_id(client: UpbitClient) -> None:
+    with pytest.raises(ValueError):
+        client.get_order()
+    with pytest.raises(ValueError):
+        client.get_order(uuid="a", identifier="b")
+
+
+def test_open_orders_paginates(server: responses.RequestsMock, client: UpbitClient) -> None:
+    first = [order_json(uuid=f"u-{i}") for i in range(100)]
+    second = [order_json(uuid=f"u-{i}") for i in range(100, 103)]
+    server.get(f"{BASE}/v1/orders/open", json=first)
+    server.get(f"{BASE}/v1/orders/open", json=second)
+    orders = client.open_orders("KRW-BTC")
+    assert [o.uuid for o in orders] == [f"u-{i}" for i in range(103)]
+    pages = [query_of(call) for call in server.calls]
+    assert [p["page"] for p in pages] == [["1"], ["2"]]
+    assert pages[0]["states[]"] == ["wait", "watch"] and pages[0]["market"] == ["KRW-BTC"]
+
+
+def test_open_orders_without_market(server: responses.RequestsMock,
+                                    client: UpbitClient) -> None:
+    server.get(f"{BASE}/v1/orders/open", json=[])
+    assert client.open_orders() == []
+    assert "market" not in query_of(server.calls[0])
+
+
+def test_cancel_order_returns_the_order(server: responses.RequestsMock,
+                                        client: UpbitClient) -> None:
+    server.delete(ORDER, json=order_json(state="wait"))
+    order = client.cancel_order(identifier="bot-KRW-BTC-1")
+    assert order.uuid == "9ca023a5-851b-4fec-9f0a-48cd83c2eaae"
+
+
+def test_place_limit_order_parses_the_answer(server: responses.RequestsMock,
+                                             client: UpbitClient) -> None:
+    server.post(ORDERS, json=order_json(), status=201)
+    order = client.place_limit_order("KRW-BTC", "bid", Decimal("143000000"),
+                                     Decimal("0.0001"), "bot-KRW-BTC-1")
+    assert order.identifier == "bot-KRW-BTC-1" and order.state == "wait"
+
+
+def test_place_limit_order_refuses_bad_arguments(client: UpbitClient) -> None:
+    for args in (("KRW-BTC", "buy", Decimal(1), Decimal(1), "x"),
+                 ("KRW-BTC", "bid", Decimal(0), Decimal(1), "x"),
+                 ("KRW-BTC", "bid", Decimal(1), Decimal(-1), "x"),
+                 ("KRW-BTC", "bid", Decimal(1), Decimal(1), "")):
+        with pytest.raises(ValueError):
+            client.place_limit_order(*args)
+
+
+# --- error mapping ---------------------------------------------------------
+
+@pytest.mark.parametrize(("name", "status", "cls"), [
+    ("insufficient_funds_bid", 400, InsufficientFunds),
+    ("insufficient_funds_ask", 400, InsufficientFunds),
+    ("under_min_total_bid", 400, InvalidOrder),
+    ("under_min_total_ask", 400, InvalidOrder),
+    ("invalid_price_bid", 400, InvalidOrder),
+    ("invalid_price_ask", 400, InvalidOrder),
+    ("invalid_volume", 400, InvalidOrder),
+    ("volume_too_large", 400, InvalidOrder),
+    ("validation_error", 400, InvalidOrder),
+    ("create_bid_error", 400, InvalidOrder),
+    ("create_ask_error", 400, InvalidOrder),
+    ("market_does_not_exist", 400, InvalidOrder),
+    ("order_not_found", 404, OrderNotFound),
+    ("order_not_found", 400, OrderNotFound),
+    ("jwt_verification", 401, AuthError),
+    ("expired_access_key", 401, AuthError),
+    ("nonce_used", 401, AuthError),
+    ("no_authorization_token", 401, AuthError),
+    ("invalid_access_key", 401, AuthError),
+    ("invalid_query_payload", 401, AuthError),
+    ("out_of_scope", 401, AuthError),
+    ("something_new", 401, AuthError),
+    ("something_new", 403, AuthError),
+    ("something_new", 404, OrderNotFound),
+    ("something_new", 400, ExchangeError),
+])
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_error_names_map_to_types(server: responses.RequestsMock, client: UpbitClient,
+                                  clock: FakeClock, name: str, status: int,
+                                  cls: type[ExchangeError], method: str) -> None:
+    url = ORDER if method == "GET" else ORDERS
+    server.add(method, url, json=upbit_error(name, "주문 오류 message"), status=status)
+    with pytest.raises(ExchangeError) as caught:
+        if method == "GET":
+            client.get_order(uuid="u-1")
+        else:
+            client.place_limit_order("KRW-BTC", "bid", Decimal(1000), Decimal(5), "bot-1")
+    error = caught.value
+    assert type(error) is cls
+    assert not isinstance(error, TemporaryError)
+    assert (error.name, error.status, error.method) == (name, status, method)
+    assert error.path == urlsplit(url).path and "?" not in error.path
+    assert error.error_message == "주문 오류 message"
+    assert len(server.calls) == 1 and clock.sleeps == []  # never retried
+
+
+def test_unknown_json_5xx_is_temporary_and_retried_with_capped_backoff(
+        server: responses.RequestsMock, clock: FakeClock) -> None:
+    server.get(ORDER, json=upbit_error("server_error", "down"), status=503)
+    client = make_client(clock, max_retries=4, backoff_base=0.5, backoff_cap=2.0)
+    with pytest.raises(ExchangeTemporaryError) as caught:
+        client.get_order(uuid="u-1")
+    assert caught.value.status == 503 and caught.value.name == "server_error"
+    assert len(server.calls) == 5
+    bounds = [(0.25, 0.5), (0.5, 1.0), (1.0, 2.0), (1.0, 2.0)]
+    assert len(clock.sleeps) == 4
+    for slept, (low, high) in zip(clock.sleeps, bounds, strict=True):
+        assert low <= slept <= high
+
+
+def test_500_then_success(server: responses.RequestsMock, client: UpbitClient,
+                          clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    server.get(CANDLES, body="<html>502 Bad Gateway</html>", status=502)
+    server.get(CANDLES, json=[candle_json(1)])
+    with caplog.at_level(logging.WARNING, logger="bot.upbit"):
+        assert len(client.candles("KRW-BTC")) == 1
+    assert len(server.calls) == 2 and len(clock.sleeps) == 1
+    (record,) = [r for r in caplog.records if getattr(r, "event", "") == "upbit_retry"]
+    fields = record.fields  # type: ignore[attr-defined]
+    assert fields["method"] == "GET" and fields["path"] == "/v1/candles/minutes/1"
+    assert fields["status"] == 502
+
+
+def test_connection_error_and_timeout_on_get_are_retried(
+        server: responses.RequestsMock, client: UpbitClient, clock: FakeClock) -> None:
+    server.get(CANDLES, body=requests.ConnectionError("connection reset"))
+    server.get(CANDLES, body=requests.ReadTimeout("read timed out"))
+    server.get(CANDLES, json=[candle_json(1)])
+    assert len(client.candles("KRW-BTC")) == 1
+    assert len(server.calls) == 3 and len(clock.sleeps) == 2
+
+
+def test_network_errors_exhausted_are_temporary(server: responses.RequestsMock,
+                                                clock: FakeClock) -> None:
+    server.get(CANDLES, body=requests.ConnectTimeout("connect timed out"))
+    client = make_client(clock, max_retries=1)
+    with pytest.raises(ExchangeTemporaryError) as caught:
+        client.candles("KRW-BTC")
+    assert caught.value.status == 0 and caught.value.path == "/v1/candles/minutes/1"
+    assert len(server.calls) == 2
+
+
+def test_delete_is_retried(server: responses.RequestsMock, client: UpbitClient,
+                           clock: FakeClock) -> None:
+    server.delete(ORDER, body=requests.ReadTimeout())
+    server.delete(ORDER, json=order_json(state="cancel"))
+    assert client.cancel_order(uuid="u-1").state == "cancel"
+    assert len(server.calls) == 2
+
+
+# --- 429 and 418 -------------------------------------------------------------
+
+def test_429_then_success_sleeps_once(server: responses.RequestsMock, client: UpbitClient,
+                                      clock: FakeClock) -> None:
+    server.get(CANDLES, body="Too many API requests.", status=429)
+    server.get(CANDLES, json=[candle_json(1)])
+    assert len(client.candles("KRW-BTC")) == 1
+    assert len(server.calls) == 2
+    assert len(clock.sleeps) == 1 and 0.25 <= clock.sleeps[0] <= 0.5
+
+
+def test_429_honours_retry_after(server: responses.RequestsMock, client: UpbitClient,
+                                 clock: FakeClock) -> None:
+    server.get(CANDLES, json=upbit_error("too_many_requests", "slow down"), status=429,
+               headers={"Retry-After": "2", "Remaining-Req": "group=candle; min=600; sec=0"})
+    server.get(CANDLES, json=[candle_json(1)])
+    client.candles("KRW-BTC")
+    assert clock.sleeps == [2.0]
+
+
+def test_429_exhausted_raises_rate_limited(server: responses.RequestsMock,
+                                           clock: FakeClock) -> None:
+    server.get(CANDLES, body="Too many API requests.", status=429)
+    client = make_client(clock, max_retries=2)
+    with pytest.raises(RateLimited) as caught:
+        client.candles("KRW-BTC")
+    assert caught.value.status == 429 and caught.value.retry_after > 0
+    assert len(server.calls) == 3 and len(clock.sleeps) == 2
+
+
+def test_418_bans_and_later_calls_send_nothing(server: responses.RequestsMock,
+                                               client: UpbitClient, clock: FakeClock) -> None:
+    server.get(CANDLES, json=upbit_error("banned", "차단"), status=418,
+               headers={"Retry-After": "120"})
+    with pytest.raises(Banned) as caught:
+        client.candles("KRW-BTC")
+    assert caught.value.retry_after == 120 and caught.value.status == 418
+    assert len(server.calls) == 1 and clock.sleeps == []
+    clock.now += 100
+    for call in (lambda: client.candles("KRW-BTC"), client.balances,
+                 lambda: client.place_limit_order("KRW-BTC", "bid", Decimal(1000),
+                                                  Decimal(5), "bot-1")):
+        with pytest.raises(Banned) as later:
+            call()
+        assert 0 < later.value.retry_after <= 20
+    assert len(server.calls) == 1
+    clock.now += 21
+    server.replace(responses.GET, CANDLES, json=[candle_json(1)])
+    assert len(client.candles("KRW-BTC")) == 1
+
+
+def test_418_without_retry_after_bans_for_60_seconds(server: responses.RequestsMock,
+                                                     client: UpbitClient) -> None:
+    server.get(CANDLES, body="banned", status=418)
+    with pytest.raises(Banned) as caught:
+        client.candles("KRW-BTC")
+    assert caught.value.retry_after == 60
+
+
+# --- order placement is never retried ----------------------------------------
+
+@pytest.mark.parametrize("failure", [requests.ReadTimeout("read timed out"),
+                                     requests.ConnectionError("connection reset by peer")])
+def test_post_without_answer_is_submit_unknown_and_sent_once(
+        server: responses.RequestsMock, client: UpbitClient, clock: FakeClock,
+        failure: Exception) -> None:
+    server.post(ORDERS, body=failure)
+    with pytest.raises(OrderSubmitUnknown) as caught:
+        client.place_limit_order("KRW-BTC", "bid", Decimal(143000000), Decimal("0.0001"),
+                                 "bot-KRW-BTC-1")
+    assert caught.value.method == "POST" and caught.value.path == "/v1/orders"
+    assert len(server.calls) == 1 and clock.sleeps == []
+
+
+def test_post_connect_timeout_never_left_so_is_plain_temporary(
+        server: responses.RequestsMock, client: UpbitClient) -> None:
+    server.post(ORDERS, body=requests.ConnectTimeout("connect timed out"))
+    with pytest.raises(ExchangeTemporaryError) as caught:
+        client.place_limit_order("KRW-BTC", "bid", Decimal(1000), Decimal(5), "bot-1")
+    assert not isinstance(caught.value, OrderSubmitUnknown)
+    assert len(server.calls) == 1
+
+
+@pytest.mark.parametrize(("status", "body"), [
+    (500, json.dumps(upbit_error("server_error", "x"))),
+    (502, "<html>bad gateway</html>"),
+    (201, "<html>not json</html>"),
+    (201, json.dumps({"uuid": "u-1"})),
+])
+def test_post_5xx_or_unreadable_answer_is_not_retried_and_is_unknown(
+        server: responses.RequestsMock, client: UpbitClient, clock: FakeClock,
+        status: int, body: str) -> None:
+    server.post(ORDERS, body=body, status=status)
+    with pytest.raises(OrderSubmitUnknown) as caught:
+        client.place_limit_order("KRW-BTC", "bid", Decimal(1000), Decimal(5), "bot-1")
+    assert isinstance(caught.value, ExchangeTemporaryError)
+    assert len(server.calls) == 1 and clock.sleeps == []
+
+
+def test_post_429_is_rate_limited_and_not_retried(server: responses.RequestsMock,
+                                                  client: UpbitClient,
+                                                  clock: FakeClock) -> None:
+    server.post(ORDERS, body="Too many API requests.", status=429)
+    with pytest.raises(RateLimited):
+        client.place_limit_order("KRW-BTC", "bid", Decimal(1000), Decimal(5), "bot-1")
+    assert len(server.calls) == 1 and clock.sleeps == []
+
+
+# --- rate limiting -------------------------------------------------------------
+
+def test_remaining_req_sec_0_makes_the_next_request_of_that_group_wait(
+        server: responses.RequestsMock, client: UpbitClient, clock: FakeClock) -> None:
+    server.get(CANDLES, json=[candle_json(1)],
+               headers={"Remaining-Req": "group=candle; min=600; sec=0"})
+    server.get(CANDLES, json=[candle_json(1)],
+               headers={"Remaining-Req": "group=candle; min=600; sec=9"})
+    server.get(f"{BASE}/v1/ticker", json=[],
+               headers={"Remaining-Req": "group=ticker; min=600; sec=9"})
+    client.candles("KRW-BTC")
+    client.ticker(["KRW-BTC"])  # another group: not held back
+    assert clock.sleeps == []
+    client.candles("KRW-BTC")
+    assert clock.sleeps == [pytest.approx(1.0)]
+
+
+class TimedServer:
+    """Answers candle requests after ``latency`` seconds of fake time and
+    records when each request arrived."""
+
+    def __init__(self, clock: FakeClock, latency: float):
+        self.clock = clock
+        self.latency = latency
+        self.arrivals: list[float] = []
+
+    def __call__(self, request: Any) -> tuple[int, dict[str, str], str]:
+        self.arrivals.append(self.clock.now)
+        self.clock.now += self.latency
+        return 200, {"Remaining-Req": "group=candle; min=600; sec=5"}, json.dumps(
+            [candle_json(1)])
+
+
+@pytest.mark.parametrize("latency", [0.0, 0.013])
+def test_sliding_window_never_exceeds_10_in_any_second_yet_runs_at_full_speed(
+        server: responses.RequestsMock, client: UpbitClient, clock: FakeClock,
+        latency: float) -> None:
+    timed = TimedServer(clock, latency)
+    server.add_callback(responses.GET, CANDLES, callback=timed)
+    start = clock.now
+    for _ in range(25):
+        client.candles("KRW-BTC")
+    arrivals = timed.arrivals
+    assert len(arrivals) == 25
+    for i in range(len(arrivals) - 10):
+        assert arrivals[i + 10] - arrivals[i] >= 1.0 - 1e-9, (i, arrivals)
+    # Full allowance: 25 calls = two full windows plus a few; no busy loop.
+    assert clock.now - start <= 2.0 + 3 * latency + 25 * latency
+    assert len(clock.sleeps) <= 25
+
+
+def test_groups_have_their_own_windows(server: responses.RequestsMock,
+                                       client: UpbitClient, clock: FakeClock) -> None:
+    server.get(CANDLES, json=[candle_json(1)])
+    server.get(f"{BASE}/v1/ticker", json=[])
+    for _ in range(10):
+        client.candles("KRW-BTC")
+    client.ticker(["KRW-BTC"])
+    assert clock.sleeps == []
+    client.candles("KRW-BTC")
+    assert clock.sleeps == [pytest.approx(1.0)]
+
+
+def test_order_group_allows_8_per_second(server: responses.RequestsMock,
+                                         client: UpbitClient, clock: FakeClock) -> None:
+    server.post(ORDERS, json=order_json(), status=201)
+    for i in range(9):
+        client.place_limit_order("KRW-BTC", "bid", Decimal(1000), Decimal(5), f"bot-{i}")
+    assert clock.sleeps == [pytest.approx(1.0)]
+
+
+def test_a_group_named_by_the_server_keeps_counting_earlier_sends(
+        server: responses.RequestsMock, client: UpbitClient, clock: FakeClock) -> None:
+    # The server calls the group "candles"; sends counted before that still count.
+    server.get(CANDLES, json=[candle_json(1)],
+               headers={"Remaining-Req": "group=candles; min=600; sec=9"})
+    for _ in range(10):
+        client.candles("KRW-BTC")
+    assert clock.sleeps == []
+    client.candles("KRW-BTC")
+    assert clock.sleeps == [pytest.approx(1.0)]
+
+
+# --- secrets -------------------------------------------------------------------
+
+def test_no_secret_in_any_exception_or_log(server: responses.RequestsMock, clock: FakeClock,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    client = make_client(clock, max_retries=1)
+    sent_tokens: list[str] = []
+
+    def echo_auth(request: Any) -> tuple[int, dict[str, str], str]:
+        # A hostile or buggy server that echoes the Authorization header back.
+        header = request.headers.get("Authorization", "")
+        sent_tokens.append(header.removeprefix("Bearer "))
+        return 401, {}, json.dumps(upbit_error("jwt_verification", f"bad {header} {SECRET}"))
+
+    server.add_callback(responses.GET, f"{BASE}/v1/accounts", callback=echo_auth)
+    server.add_callback(responses.GET, f"{BASE}/v1/orders/chance", callback=echo_auth)
+    server.get(ORDER, body=requests.ConnectionError(f"reset; key={SECRET} access={ACCESS}"))
+    server.delete(ORDER, json=upbit_error("server_error", SECRET), status=500)
+    server.post(ORDERS, body=requests.ReadTimeout(f"timeout secret={SECRET}"))
+    server.get(f"{BASE}/v1/orders/open", body="<html>" + SECRET + "</html>", status=200)
+    server.get(CANDLES, body="x", status=418)
+
+    calls = [
+        client.balances,
+        lambda: client.order_chance("KRW-BTC"),
+        lambda: client.get_order(uuid="u-1"),
+        lambda: client.cancel_order(uuid="u-1"),
+        lambda: client.place_limit_order("KRW-BTC", "bid", Decimal(1000), Decimal(5), "b-1"),
+        client.open_orders,
+        lambda: client.candles("KRW-BTC"),
+        client.balances,  # refused: banned
+    ]
+    errors: list[BaseException] = []
+    with caplog.at_level(logging.DEBUG):
+        for call in calls:
+            with pytest.raises(ExchangeError) as caught:
+                call()
+            errors.append(caught.value)
+    assert sent_tokens and all(sent_tokens)
+    forbidden = [SECRET, ACCESS, *sent_tokens]
+    texts = [text for e in errors for text in (str(e), repr(e), repr(vars(e)))]
+    texts += [r.getMessage() + repr(getattr(r, "fields", {})) for r in caplog.records]
+    texts.append(repr(client))
+    for text in texts:
+        for secret in forbidden:
+            assert secret not in text, text
+        assert "Bearer ey" not in text
+
+
+def test_sec_0_waits_only_until_the_oldest_send_leaves_the_window(
+        server: responses.RequestsMock, client: UpbitClient, clock: FakeClock) -> None:
+    for sec in (9, 0, 9):
+        server.get(CANDLES, json=[candle_json(1)],
+                   headers={"Remaining-Req": f"group=candle; min=600; sec={sec}"})
+    client.candles("KRW-BTC")
+    clock.now += 0.4
+    client.candles("KRW-BTC")  # the server says this second is used up
+    client.candles("KRW-BTC")
+    assert clock.sleeps == [pytest.approx(0.6)]
+
+
+@pytest.mark.parametrize(("method", "path", "group"), [
+    ("GET", "/v1/candles/minutes/1", "candle"),
+    ("GET", "/v1/market/all", "market"),
+    ("GET", "/v1/ticker", "ticker"),
+    ("GET", "/v1/orderbook/instruments", "orderbook"),
+    ("POST", "/v1/orders", "order"),
+    ("GET", "/v1/orders/open", "default"),
+    ("GET", "/v1/orders/chance", "default"),
+    ("DELETE", "/v1/order", "default"),
+    ("GET", "/v1/accounts", "default"),
+])
+def test_route_groups(method: str, path: str, group: str) -> None:
+    assert route_group(method, path) == group
+    assert group in GROUP_LIMITS
+
+
+def test_parse_remaining() -> None:
+    assert parse_remaining("group=default; min=1800; sec=29") == ("default", 29)
+    assert parse_remaining("group=order-cancel-all; min=1; sec=0") == ("order-cancel-all", 0)
+    assert parse_remaining(None) is None and parse_remaining("garbage") is None
+
+
+def test_from_settings_uses_base_keys_and_timeout(server: responses.RequestsMock) -> None:
+    settings = load_settings({"UPBIT_API_BASE": BASE + "/", "UPBIT_ACCESS_KEY": ACCESS,
+                              "UPBIT_SECRET_KEY": SECRET, "UPBIT_TIMEOUT_SECONDS": "7.5"})
+    seen: list[Any] = []
+    client = UpbitClient.from_settings(settings)
+    original = client._session.request
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs["timeout"])
+        return original(*args, **kwargs)
+
+    client._session.request = spy  # type: ignore[method-assign]
+    server.get(f"{BASE}/v1/accounts", json=[])
+    assert client.balances() == []
+    assert seen == [(3.05, 7.5)]
+    assert "Authorization" in server.calls[0].request.headers
+    client.close()
+
+
+@pytest.mark.parametrize("body", [{"market": "KRW-BTC"}, ["KRW-BTC"]])
+def test_markets_and_ticker_must_be_lists_of_objects(server: responses.RequestsMock,
+                                                     client: UpbitClient, body: Any) -> None:
+    server.get(f"{BASE}/v1/market/all", json=body)
+    server.get(f"{BASE}/v1/ticker", json=body)
+    with pytest.raises(MalformedResponse):
+        client.markets()
+    with pytest.raises(MalformedResponse):
+        client.ticker(["KRW-BTC"])
