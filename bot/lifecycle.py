@@ -79,13 +79,13 @@ def send_order(ctx: TradeContext, row: OrderRow) -> str:
     try:
         placed = ctx.exchange.place_limit_order(row.market, row.side, row.price, row.volume,
                                                 row.identifier)
-    except OrderSubmitUnknown:
+    except OrderSubmitUnknown as unknown:
         try:
             return _take(ctx, row, ctx.exchange.get_order(identifier=row.identifier), "found")
         except OrderNotFound:
             event(log, "order.unknown", level=logging.WARNING, **_order_fields(row),
                   detail="no answer to the order; will look the identifier up again")
-            raise
+        raise unknown
     except TemporaryError:
         raise  # not placed (429, connect timeout): stays 'new' for the retry
     except ExchangeError as exc:

@@ -1,0 +1,98 @@
+"""The command line, run as a real process: `bot migrate && bot collect`
+against a local database and a local server speaking Upbit's API."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bot.storage import candles as candle_store
+from tests.fakeupbit import FakeUpbit
+
+
+def run_bot(*args: str, env: dict[str, str], cwd, timeout: float = 60):
+    full_env = {"PATH": os.environ["PATH"], **env}
+    return subprocess.run([sys.executable, "-m", "bot", *args], env=full_env, cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def server():
+    with FakeUpbit(markets=("KRW-BTC", "KRW-ETH"), history_minutes=2000) as fake:
+        yield fake
+
+
+@pytest.fixture
+def env(db, database_url, server):
+    return {"DATABASE_URL": database_url, "UPBIT_API_BASE": server.url,
+            "MARKETS": "KRW-BTC,KRW-ETH", "BACKFILL_MAX_CANDLES": "400"}
+
+
+def test_migrate_then_collect_stores_candles(db, env, tmp_path, server):
+    done = run_bot("migrate", "--json", env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["version"] >= 2
+    done = run_bot("collect", "--json", env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)  # one JSON object and nothing else on stdout
+    by_market = {m["market"]: m for m in report["markets"]}
+    assert by_market["KRW-BTC"]["inserted"] == 400 and by_market["KRW-ETH"]["inserted"] == 400
+    for market in ("KRW-BTC", "KRW-ETH"):
+        stored = candle_store.load_candles(db, market, "1m")
+        assert len(stored) == 400
+        final = [c for c in stored if c.meta["final"]]
+        for c in final[-5:]:
+            expected = server.candle(market, c.ts)
+            assert (c.open, c.high, c.low, c.close) == (
+                expected["open"], expected["high"], expected["low"], expected["close"])
+    # the text log names each market and what happened
+    assert "candles.stored" in done.stderr and "market=KRW-ETH" in done.stderr
+    again = run_bot("collect", "--market", "KRW-BTC", env=env, cwd=tmp_path)
+    assert again.returncode == 0 and "inserted=" in again.stderr
+
+
+def test_backfill_prints_plain_progress_lines_when_not_a_tty(db, env, tmp_path):
+    done = run_bot("backfill", "--days", "1", "--market", "KRW-BTC", env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("backfill KRW-BTC:")]
+    assert lines[0].startswith("backfill KRW-BTC: 0%") or len(lines) >= 2
+    assert lines[-1].startswith("backfill KRW-BTC: 100%")
+    assert "\r" not in done.stderr
+    assert candle_store.count(db, "KRW-BTC", "1m") >= 1440
+
+
+def test_progress_bar_on_a_terminal():
+    import io
+
+    from bot.collector import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Tty()
+    bar = Progress("backfill KRW-BTC", out)
+    bar.update(0.5, "10 requests")
+    bar.update(1.0, "20 requests")
+    bar.close()
+    text = out.getvalue()
+    assert "\r" in text and "#" * 30 in text and "100.0%" in text
+
+
+def test_usage_errors_exit_2(env, tmp_path):
+    assert run_bot("backfill", env=env, cwd=tmp_path).returncode == 2  # --days missing
+    done = run_bot("collect", "--market", "BTC", env=env, cwd=tmp_path)
+    assert done.returncode == 2 and "KRW market" in done.stderr
+    assert run_bot("nonsense", env=env, cwd=tmp_path).returncode == 2
+
+
+def test_exchange_down_exits_1_with_a_clear_line(db, env, tmp_path):
+    env = {**env, "UPBIT_API_BASE": "http://127.0.0.1:1"}
+    done = run_bot("collect", "--market", "KRW-BTC", env=env, cwd=tmp_path)
+    assert done.returncode == 1
+    assert "collector.failed" in done.stderr and "market=KRW-BTC" in done.stderr
+    assert "Traceback" not in done.stderr
