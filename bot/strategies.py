@@ -46,13 +46,15 @@ def normalise_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
     """Weights over ``SIGNAL_NAMES`` scaled to sum 1; a missing name weighs 0.
 
     ``None`` or ``{}`` means equal weights. Unknown names, negative, NaN or
-    infinite weights and an all-zero mapping raise ``ValueError``. The sum is
-    a left-to-right addition in ``SIGNAL_NAMES`` order (never ``sum()``,
-    which Python 3.12 compensates), so :func:`normalise_matrix` can repeat it
-    exactly.
+    infinite weights and an all-zero mapping raise ``ValueError``. Sums are
+    left-to-right additions in ``SIGNAL_NAMES`` order (never ``sum()``,
+    which Python 3.12 compensates), so :func:`normalise_matrix` can repeat
+    them exactly. The result sums to exactly 1.0 in floats, which makes
+    normalising idempotent: ``normalise_weights(normalise_weights(w)) ==
+    normalise_weights(w)``, bit for bit.
     """
     if not weights:
-        return {name: 1.0 / N_SIGNALS for name in SIGNAL_NAMES}
+        weights = dict.fromkeys(SIGNAL_NAMES, 1.0)
     unknown = sorted(set(weights) - set(SIGNAL_NAMES))
     if unknown:
         raise ValueError(f"unknown signal names {unknown}; allowed: {', '.join(SIGNAL_NAMES)}")
@@ -60,12 +62,31 @@ def normalise_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
     for name, value in zip(SIGNAL_NAMES, raw, strict=True):
         if not (value >= 0.0 and value != float("inf")):  # also rejects NaN
             raise ValueError(f"weight {name}={value!r} must be a finite number >= 0")
-    total = 0.0
-    for value in raw:
-        total += value
+    total = _left_sum(raw)
     if not total > 0.0:
         raise ValueError("weights must not all be zero")
-    return {name: value / total for name, value in zip(SIGNAL_NAMES, raw, strict=True)}
+    scaled = _unit_sum([value / total for value in raw])
+    return dict(zip(SIGNAL_NAMES, scaled, strict=True))
+
+
+def _left_sum(values: Sequence[float]) -> float:
+    total = 0.0
+    for value in values:
+        total += value
+    return total
+
+
+def _unit_sum(weights: list[float]) -> list[float]:
+    """Set the last non-zero weight to ``1.0 - (sum of those before it)`` so
+    that the weights' left-to-right float sum is exactly 1.0 (a change of an
+    ulp or two). Normalising again then divides by 1.0 and changes nothing,
+    so weights normalised twice (stored, then passed to decide) score
+    exactly like weights normalised once (as the backtest does)."""
+    last = max(k for k, value in enumerate(weights) if value > 0.0)
+    rest = 1.0 - _left_sum(weights[:last])
+    if rest >= 0.0:  # not so only for weights some 1e16 times apart
+        weights[last] = rest
+    return weights
 
 
 def normalise_matrix(weight_matrix: np.ndarray) -> np.ndarray:
@@ -76,12 +97,27 @@ def normalise_matrix(weight_matrix: np.ndarray) -> np.ndarray:
         raise ValueError(f"weight matrix must have shape (m, {N_SIGNALS}), got {w.shape}")
     if not np.all(np.isfinite(w)) or np.any(w < 0):
         raise ValueError("weights must be finite numbers >= 0")
+    total = _column_sum(w)
+    if np.any(total <= 0):
+        raise ValueError("a weight vector must not be all zero")
+    scaled = w / total[:, None]
+    # As _unit_sum, row by row: the last non-zero weight gets 1.0 - the rest.
+    last = N_SIGNALS - 1 - np.argmax(scaled[:, ::-1] > 0.0, axis=1)
+    before = np.zeros((len(w), N_SIGNALS))
+    for k in range(1, N_SIGNALS):
+        before[:, k] = before[:, k - 1] + scaled[:, k - 1]
+    rows = np.arange(len(w))
+    rest = 1.0 - before[rows, last]
+    keep = rest >= 0.0
+    scaled[rows[keep], last[keep]] = rest[keep]
+    return scaled
+
+
+def _column_sum(w: np.ndarray) -> np.ndarray:
     total = np.zeros(len(w))
     for k in range(N_SIGNALS):
         total += w[:, k]
-    if np.any(total <= 0):
-        raise ValueError("a weight vector must not be all zero")
-    return w / total[:, None]
+    return total
 
 
 def weights_vector(weights: Mapping[str, float] | None) -> np.ndarray:

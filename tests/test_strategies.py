@@ -29,7 +29,9 @@ def test_normalise_none_and_empty_give_equal_weights():
     for given_weights in (None, {}):
         w = st.normalise_weights(given_weights)
         assert list(w) == list(SIGNAL_NAMES)
-        assert all(v == 1.0 / 6 for v in w.values())
+        assert all(v == pytest.approx(1 / 6, abs=1e-15) for v in w.values())
+        assert w == st.normalise_weights(dict.fromkeys(SIGNAL_NAMES, 2.5))
+        assert st.score_table(given_weights).tolist() == st.score_table(w).tolist()
 
 
 def test_normalise_scales_to_one_and_missing_names_weigh_zero():
@@ -231,3 +233,21 @@ def test_signals_reject_bad_closes():
     c[5] = math.nan
     with pytest.raises(ValueError):
         st.signals_for_window(c, None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(hs.lists(hs.one_of(hs.just(0.0), hs.floats(1e-6, 1e3)), min_size=6, max_size=6)
+       .filter(lambda w: sum(w) > 0))
+def test_normalising_twice_changes_nothing(raw):
+    once = st.normalise_weights(dict(zip(SIGNAL_NAMES, raw, strict=True)))
+    assert st.normalise_weights(once) == once
+    total = 0.0
+    for value in once.values():
+        total += value
+    assert total == 1.0
+    assert st.normalise_matrix(np.array([raw]))[0].tolist() == list(once.values())
+    grid = [round(v * 10_000) / 10_000 for v in raw]
+    if sum(grid) > 0:
+        weights = dict(zip(SIGNAL_NAMES, grid, strict=True))
+        assert st.score_table(st.normalise_weights(weights)).tolist() == \
+            st.score_table(weights).tolist()

@@ -3,22 +3,22 @@ the trader (a closed window) and the backtest (float arrays)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
 import numpy as np
+import psycopg2.extensions
 import psycopg2.extras
 
 from bot.models import Candle
 from bot.storage.db import Database
 
 _COLUMNS = "market, timeframe, ts, open, high, low, close, volume, quote_volume, meta"
-_VALUES = ("market", "timeframe", "ts", "open", "high", "low", "close", "volume",
-           "quote_volume", "meta")
-_UPSERT = f"""
-INSERT INTO candles ({_COLUMNS}) VALUES %s
+# What makes a stored row "changed": any of these differs (NULL-safe, jsonb equality).
+_ON_CONFLICT = """
 ON CONFLICT (market, timeframe, ts) DO UPDATE SET
     open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low,
     close = EXCLUDED.close, volume = EXCLUDED.volume,
@@ -30,7 +30,31 @@ WHERE (candles.open, candles.high, candles.low, candles.close, candles.volume,
        EXCLUDED.quote_volume, EXCLUDED.meta)
 RETURNING (xmax = 0) AS inserted
 """
+_UPSERT = f"INSERT INTO candles ({_COLUMNS}) VALUES %s{_ON_CONFLICT}"
 _PAGE = 1000
+
+# The large-batch path: COPY into a staging table dropped at commit, then one
+# INSERT ... SELECT with the very same ON CONFLICT clause; only the counts come back.
+_STAGE = "candles_stage"
+_CREATE_STAGE = f"""
+CREATE TEMP TABLE {_STAGE} (
+    market text, timeframe text, ts timestamptz, open numeric, high numeric, low numeric,
+    close numeric, volume numeric, quote_volume numeric, meta jsonb
+) ON COMMIT DROP
+"""
+_COPY_STAGE = f"COPY {_STAGE} ({_COLUMNS}) FROM STDIN"
+_MERGE_STAGE = f"""
+WITH written AS (
+    INSERT INTO candles ({_COLUMNS}) SELECT {_COLUMNS} FROM {_STAGE}{_ON_CONFLICT})
+SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written
+"""
+# From this many distinct candles on, COPY is used: below it, execute_values is as
+# fast or faster (the staging table costs a few milliseconds per call). Measured
+# with bench/bench_ingest.py (see its --json output and the README's numbers).
+COPY_THRESHOLD = 2000
+_COPY_ROWS_PER_READ = 2000
+# COPY's text format: these characters must be escaped inside a value.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
 
 
 @dataclass(frozen=True)
@@ -42,24 +66,87 @@ class UpsertResult:
         return UpsertResult(self.inserted + other.inserted, self.updated + other.updated)
 
 
+def upsert_candles(db: Database, candles: Sequence[Candle], timeframe: str) -> UpsertResult:
+    """Insert new candles and update stored ones whose values changed, in one
+    transaction. Unchanged rows are not rewritten. A key given twice keeps its
+    last candle."""
+    if not candles:
+        return UpsertResult(0, 0)
+    # A statement must not hold one key twice (ON CONFLICT cannot touch a row twice).
+    unique = list({(c.market, c.ts): c for c in candles}.values())
+    with db.cursor() as cur:
+        if len(unique) >= COPY_THRESHOLD:
+            return _upsert_copy(cur, unique, timeframe)
+        return _upsert_values(cur, unique, timeframe)
+
+
+def _upsert_values(cur: psycopg2.extensions.cursor, unique: Sequence[Candle], timeframe: str,
+                   page_size: int = _PAGE) -> UpsertResult:
+    """Small batches: multi-row INSERT ... VALUES pages (no key twice in ``unique``)."""
+    rows = [_row(c, timeframe) for c in unique]
+    flags = psycopg2.extras.execute_values(cur, _UPSERT, rows, page_size=page_size, fetch=True)
+    inserted = sum(1 for (was_insert,) in flags if was_insert)
+    return UpsertResult(inserted, len(flags) - inserted)
+
+
+def _upsert_copy(cur: psycopg2.extensions.cursor, unique: Sequence[Candle],
+                 timeframe: str) -> UpsertResult:
+    """Large batches: COPY into a staging table, then one INSERT ... SELECT ...
+    ON CONFLICT with the same clause as the small path (no key twice in ``unique``)."""
+    cur.execute(_CREATE_STAGE)
+    cur.copy_expert(_COPY_STAGE, _CopySource(unique, timeframe))
+    cur.execute(_MERGE_STAGE)
+    inserted, updated = cur.fetchone()
+    return UpsertResult(inserted, updated)
+
+
 def _row(candle: Candle, timeframe: str) -> tuple:
     return (candle.market, timeframe, candle.ts, candle.open, candle.high, candle.low,
             candle.close, candle.volume, candle.quote_volume,
             psycopg2.extras.Json(candle.meta))
 
 
-def upsert_candles(db: Database, candles: Sequence[Candle], timeframe: str) -> UpsertResult:
-    """Insert new candles and update stored ones whose values changed, in one
-    transaction. Unchanged rows are not rewritten."""
-    if not candles:
-        return UpsertResult(0, 0)
-    # A page must not hold one key twice (ON CONFLICT cannot touch a row twice).
-    unique = {(c.market, c.ts): c for c in candles}
-    rows = [_row(c, timeframe) for c in unique.values()]
-    with db.cursor() as cur:
-        flags = psycopg2.extras.execute_values(cur, _UPSERT, rows, page_size=_PAGE, fetch=True)
-    inserted = sum(1 for (was_insert,) in flags if was_insert)
-    return UpsertResult(inserted, len(flags) - inserted)
+def _copy_text(value: object) -> str:
+    """A text value in COPY's text format (backslash, newline, CR and tab escaped)."""
+    return "\\N" if value is None else str(value).translate(_COPY_ESCAPES)
+
+
+def _copy_number(value: object) -> str:
+    """A number as psycopg2 adapts a Decimal: ``str()`` (an exponent, as in
+    ``1E+7``, is read exactly by numeric)."""
+    return "\\N" if value is None else str(value)
+
+
+class _CopySource:
+    """A file-like ``read()`` over candles as COPY text lines, a few thousand
+    rows at a time (a million candles are never one string). Each value is
+    written as psycopg2 adapts it for the small path: ``str()`` of a number,
+    ISO 8601 for ``ts`` (a naive one is read in the session's time zone, as
+    psycopg2's adaptation is), ``json.dumps`` for meta."""
+
+    def __init__(self, candles: Sequence[Candle], timeframe: str):
+        self._candles = candles
+        self._timeframe = _copy_text(timeframe)
+        self._markets: dict[str, str] = {}
+        self._next = 0
+
+    def read(self, size: int = -1) -> str:
+        start = self._next
+        chunk = self._candles[start:start + _COPY_ROWS_PER_READ]
+        self._next = start + len(chunk)
+        return "".join(map(self._line, chunk))
+
+    def _line(self, c: Candle) -> str:
+        market = self._markets.get(c.market)
+        if market is None:
+            market = self._markets[c.market] = _copy_text(c.market)
+        num = _copy_number
+        # json.dumps escapes every control character, so only backslashes remain.
+        meta = json.dumps(c.meta).replace("\\", "\\\\")
+        ts = "\\N" if c.ts is None else c.ts.isoformat()
+        return (f"{market}\t{self._timeframe}\t{ts}\t{num(c.open)}\t{num(c.high)}\t"
+                f"{num(c.low)}\t{num(c.close)}\t{num(c.volume)}\t{num(c.quote_volume)}\t"
+                f"{meta}\n")
 
 
 def newest_ts(db: Database, market: str, timeframe: str) -> datetime | None:

@@ -1,0 +1,179 @@
+"""Wall time of ``bot backfill`` against Upbit's quotation rate limit.
+
+Not a test: it prints numbers (``--json``: one JSON object on stdout). It runs
+``bot.collector.backfill(db, UpbitClient(server.url), "KRW-BTC", days=N)``
+against ``tests.fakeupbit.FakeUpbit(history_minutes=(N + 1) * 1440,
+rate_limit_per_sec=10)`` started in this process (it serves ~500 requests/s
+unthrottled, so the limit dominates), into a scratch database
+``bench_backfill_<pid>`` created on the server of ``--admin-dsn`` and dropped at
+the end.
+
+A year of 1-minute candles is 525,600 minutes, 2,628 requests of 200; at 10
+requests/s the limit-bound ideal is 2,628 / 10 = 262.8 s. The target is a wall
+time within 10 % of it and no 429 at all. ``--days 30`` is a quick check (~22 s).
+
+Run: ``.venv/bin/python bench/bench_backfill.py [--days 365] [--json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import psycopg2
+
+# tests.fakeupbit lives in the repository, not in the installed package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bot import collector  # noqa: E402
+from bot.storage import Database  # noqa: E402
+from bot.storage import candles as store  # noqa: E402
+from bot.storage.migrate import migrate  # noqa: E402
+from bot.upbit import UpbitClient  # noqa: E402
+from tests.fakeupbit import FakeUpbit  # noqa: E402
+
+MARKET = "KRW-BTC"
+CANDLES_PATH = "/v1/candles/minutes/1"
+DEFAULT_ADMIN_DSN = os.environ.get("BENCH_PG_ADMIN_DSN", os.environ.get(
+    "TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"))
+TARGET_RATIO = 1.10
+
+
+def _admin(admin_dsn: str, sql: str) -> None:
+    conn = psycopg2.connect(admin_dsn)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        conn.close()
+
+
+def _dsn_for(admin_dsn: str, name: str) -> str:
+    base, _, _ = admin_dsn.rpartition("/")
+    return f"{base}/{name}"
+
+
+class _Timed:
+    """Wraps a function and sums the seconds spent in it (from any thread)."""
+
+    def __init__(self, func):
+        self.func = func
+        self.seconds = 0.0
+        self.calls = 0
+        self.longest = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return self.func(*args, **kwargs)
+        finally:
+            spent = time.perf_counter() - started
+            with self._lock:
+                self.seconds += spent
+                self.calls += 1
+                self.longest = max(self.longest, spent)
+
+
+def _max_in_window(times: Sequence[float], window: float = 1.0) -> int:
+    """The most arrivals within any ``window`` seconds (the server's view)."""
+    best, lo = 0, 0
+    for hi, moment in enumerate(times):
+        while moment - times[lo] >= window:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+def run(days: float, rate_limit: int, admin_dsn: str, pages_per_write: int | None,
+        say) -> dict[str, object]:
+    name = f"bench_backfill_{os.getpid()}"
+    _admin(admin_dsn, f"CREATE DATABASE {name}")
+    db = Database(_dsn_for(admin_dsn, name))
+    upsert = _Timed(store.upsert_candles)
+    sleep = _Timed(time.sleep)
+    original_upsert = store.upsert_candles
+    store.upsert_candles = upsert  # collector calls it as candle_store.upsert_candles
+    try:
+        migrate(db)
+        history = math.ceil(days + 1) * 24 * 60
+        say(f"fake Upbit: {history:,} minutes of history, {rate_limit} requests/s;"
+            f" backfill --days {days:g} ...")
+        with FakeUpbit(history_minutes=history, rate_limit_per_sec=rate_limit) as server, \
+                UpbitClient(server.url, sleep=sleep) as client:
+            progress = collector.Progress(f"backfill {MARKET}", stream=sys.stderr)
+            kwargs = {} if pages_per_write is None else {"pages_per_write": pages_per_write}
+            started = time.perf_counter()
+            result = collector.backfill(db, client, MARKET, days=days, progress=progress,
+                                        **kwargs)
+            wall = time.perf_counter() - started
+            stats = server.stats.get(CANDLES_PATH)
+            arrivals = sorted(r.time for r in server.requests if r.path == CANDLES_PATH)
+            errors = list(server.errors)
+        stored = store.count(db, MARKET, "1m")
+    finally:
+        store.upsert_candles = original_upsert
+        db.close()
+        _admin(admin_dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    requests = result.requests
+    ideal = requests / rate_limit
+    return {
+        "days": days,
+        "rate_limit_per_sec": rate_limit,
+        "wall_seconds": round(wall, 2),
+        "ideal_seconds": round(ideal, 2),
+        "ratio_to_ideal": round(wall / ideal, 4),
+        "target_ratio": TARGET_RATIO,
+        "met_target": wall / ideal <= TARGET_RATIO and (stats.throttled if stats else 0) == 0,
+        "requests": requests,
+        "server_requests": stats.requests if stats else 0,
+        "requests_per_sec": round(requests / wall, 3),
+        "http_429": stats.statuses.get(429, 0) if stats else 0,
+        "statuses": dict(stats.statuses) if stats else {},
+        "max_requests_in_any_second": _max_in_window(arrivals),
+        "candles_stored": stored,
+        "inserted": result.inserted,
+        "updated": result.updated,
+        "db_write_seconds": round(upsert.seconds, 2),
+        "db_writes": upsert.calls,
+        "longest_db_write_seconds": round(upsert.longest, 3),
+        "client_sleep_seconds": round(sleep.seconds, 2),
+        "server_errors": len(errors),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--days", type=float, default=365.0,
+                        help="days of history to backfill (default: 365)")
+    parser.add_argument("--rate-limit", type=int, default=10,
+                        help="the fake server's quotation limit per second (default: 10)")
+    parser.add_argument("--pages-per-write", type=int, default=None,
+                        help="backfill's pages_per_write (default: backfill's own)")
+    parser.add_argument("--admin-dsn", default=DEFAULT_ADMIN_DSN)
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    args = parser.parse_args(argv)
+
+    def say(text: str) -> None:
+        print(text, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+    report = run(args.days, args.rate_limit, args.admin_dsn, args.pages_per_write, say)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        width = max(map(len, report))
+        for key, value in report.items():
+            say(f"{key:<{width}}  {value}")
+    return 0 if report["met_target"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

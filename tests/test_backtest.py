@@ -1,0 +1,389 @@
+"""The backtest engine: hand-computed trades, the contract with the decision
+function and a bar-by-bar reference simulation, tick rounding, no look-ahead,
+the batch evaluator, and the CSV reader."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hs
+
+from bot import backtest as bt
+from bot import strategies as st
+from bot.config import SIGNAL_NAMES, load_settings
+from bot.money import KRW_TICKS, floor_volume
+from bot.storage.candles import CandleArrays
+
+DAY0 = int(datetime(2024, 3, 1, tzinfo=UTC).timestamp())
+DEFAULT = bt.BacktestParams()
+
+
+def candles(close, high=None, low=None, open_=None, start=DAY0) -> CandleArrays:
+    c = np.asarray(close, dtype=np.float64)
+    n = len(c)
+    o = np.concatenate([[c[0]], c[:-1]]) if open_ is None else np.asarray(open_, float)
+    h = np.maximum(o, c) if high is None else np.asarray(high, float)
+    lo = np.minimum(o, c) if low is None else np.asarray(low, float)
+    return CandleArrays(start + 60 * np.arange(n, dtype=np.int64), o, h, lo, c, np.ones(n))
+
+
+def random_walk(n: int, seed: int, *, price: float = 50_000_000.0, vol: float = 0.001,
+                drift: float = 0.0) -> CandleArrays:
+    rng = np.random.default_rng(seed)
+    close = np.round(price * np.exp(np.cumsum(rng.normal(drift, vol, n))) / 1000) * 1000
+    open_ = np.concatenate([[close[0]], close[:-1]])
+    high = np.maximum(open_, close) * (1 + np.abs(rng.normal(0, vol / 2, n)))
+    low = np.minimum(open_, close) * (1 - np.abs(rng.normal(0, vol / 2, n)))
+    return candles(close, high, low, open_)
+
+
+# --- hand-built series --------------------------------------------------------------
+
+
+def one_round_trip() -> CandleArrays:
+    # 200 flat bars, then up (buy), flat, down (sell), flat.
+    close = [100_000.0] * 200 + [101_000.0, 101_000.0, 100_500.0, 100_500.0, 100_500.0,
+                                 100_500.0]
+    c = np.array(close)
+    return candles(c, high=c + 200, low=c - 200)
+
+
+def test_one_round_trip_by_hand():
+    result = bt.run_backtest(one_round_trip(), {"trend": 1}, DEFAULT)
+    # Bar 200: close 101,000 > 100,000, trend +1, flat: buy.
+    bid = Decimal(101_000) * Decimal("1.0015")  # 101,151.5 -> tick 100, up: 101,200
+    assert bid == Decimal("101151.5")
+    volume = floor_volume(Decimal(1_000_000) / (Decimal(101_200) * Decimal("1.001")))
+    assert volume == Decimal("9.87155137")  # 1,000,000 / 101,301.2 = 9.8715513735...
+    buy_value = volume * 101_200  # 999,000.998644
+    buy_fee = buy_value * Decimal("0.0005")  # 499.500499322
+    cash = Decimal(1_000_000) - buy_value - buy_fee  # 499.500856678
+    # Bar 201: low 100,800 <= 101,200: filled. Close unchanged: hold.
+    # Bar 202: close 100,500 < 101,000, trend -1, holding: sell.
+    ask = Decimal(100_500) * Decimal("0.9985")  # 100,349.25 -> tick 100, down: 100,300
+    assert ask == Decimal("100349.25")
+    sell_value = volume * 100_300  # 990,116.602411
+    sell_fee = sell_value * Decimal("0.0005")  # 495.0583012055
+    final = cash + sell_value - sell_fee  # 990,121.0449664725
+    assert final == Decimal("990121.0449664725")
+    # Bar 203: high 100,700 >= 100,300: filled.
+    assert result.buy_bars.tolist() == [201] and result.buy_prices.tolist() == [101_200.0]
+    assert result.sell_bars.tolist() == [203] and result.sell_prices.tolist() == [100_300.0]
+    assert result.fills == 2 and result.round_trips == 1 and result.win_rate == 0.0
+    assert result.final_equity == pytest.approx(float(final), abs=1e-6)
+    assert result.fees == pytest.approx(float(buy_fee + sell_fee), abs=1e-9)
+    assert result.total_return == pytest.approx(float(final) / 1e6 - 1)
+    actions = result.actions.tolist()
+    assert actions[200] == bt.BUY and actions[202] == bt.SELL
+    assert actions.count(bt.BUY) == 1 and actions.count(bt.SELL) == 1
+    assert result.holding[201:203].tolist() == [True, True]
+    assert not result.holding[203:].any()
+    # Equity at bar 201: cash plus the coin at the close.
+    assert result.equity[201] == pytest.approx(float(cash) + float(volume) * 101_000)
+    assert result.exposure == pytest.approx(2 / 7)  # bars 199..205 hold at 201, 202
+
+
+def test_limit_never_reached_leaves_equity_unchanged():
+    # Each bar gaps above the previous bid: bids at 101,200 and 101,700 never fill.
+    close = np.array([100_000.0] * 200 + [101_000.0, 101_500.0, 102_000.0])
+    low = close - 100
+    low[201], low[202] = 101_300.0, 101_800.0
+    series = candles(close, high=close + 100, low=low, open_=close)
+    result = bt.run_backtest(series, {"trend": 1}, DEFAULT)
+    assert result.actions[200:].tolist() == [bt.BUY] * 3  # decided, never filled
+    assert result.fills == 0 and result.round_trips == 0 and result.win_rate is None
+    assert result.final_equity == 1_000_000.0 and result.total_return == 0.0
+    assert np.all(result.equity == 1_000_000.0)
+    assert result.sharpe == 0.0 and result.max_drawdown == 0.0
+
+
+def test_all_signals_zero_never_trades():
+    series = candles(np.full(400, 100_000.0))
+    result = bt.run_backtest(series, None, DEFAULT)
+    assert not result.scores.any() and not result.actions.any()
+    assert result.fills == 0 and result.final_equity == 1_000_000.0
+    assert result.buy_and_hold_return == 0.0
+
+
+def test_fewer_than_window_candles_hold():
+    series = random_walk(150, 1)
+    result = bt.run_backtest(series, None, DEFAULT)
+    assert result.fills == 0 and not result.actions.any() and result.bars == 150
+
+
+def test_no_order_below_minimum():
+    params = bt.BacktestParams(cash=5_004.0)  # 5,004 / 1.001 < 5,000: never a buy
+    result = bt.run_backtest(one_round_trip(), {"trend": 1}, params)
+    assert result.actions[200] == bt.BUY and result.fills == 0
+
+
+def test_position_below_minimum_is_not_holding():
+    # Buy with ~5,100 KRW, then the price falls 5 %: the coin is worth < 5,000,
+    # so the falling bars are not sell decisions (not holding) and no sell fills.
+    close = np.array([100_000.0] * 200 + [101_000.0, 101_000.0, 96_000.0, 95_000.0])
+    params = bt.BacktestParams(cash=5_100.0)
+    result = bt.run_backtest(candles(close, high=close + 300, low=close - 300), {"trend": 1},
+                             params)
+    assert result.buy_bars.tolist() == [201]
+    assert result.holding[201] and not result.holding[202]
+    assert result.actions[202:].tolist() == [bt.HOLD, bt.HOLD]  # score -1 but not holding
+    assert result.sell_bars.size == 0
+
+
+def test_result_to_dict_is_the_json_object():
+    result = bt.run_backtest(random_walk(600, 2), None, DEFAULT)
+    data = result.to_dict()
+    assert list(data) == ["final_equity", "total_return", "buy_and_hold_return",
+                          "max_drawdown", "sharpe", "round_trips", "fills", "win_rate",
+                          "exposure", "fees", "start_ts", "end_ts", "bars"]
+    json.dumps(data)
+    assert data["start_ts"] == "2024-03-01T00:00:00Z" and data["bars"] == 600
+    full = result.to_dict(arrays=True)
+    assert len(full["equity"]) == 600 and full["buy_bars"] == result.buy_bars.tolist()
+    json.dumps(full)
+
+
+def test_params_from_settings_and_validation():
+    params = bt.BacktestParams.from_settings(load_settings({"THRESHOLD": "0.3",
+                                                            "PAPER_START_KRW": "2000000"}))
+    assert params == bt.BacktestParams(threshold=0.3, cash=2_000_000.0)
+    with pytest.raises(ValueError):
+        bt.BacktestParams(threshold=0.0)
+
+
+# --- the decision contract and a bar-by-bar reference ----------------------------------------
+
+
+def reference(series: CandleArrays, weights, params: bt.BacktestParams):
+    """The contract written naively: one step per bar, decide(), bot.money."""
+    def dec(x: float) -> Decimal:
+        return Decimal(repr(float(x)))
+
+    fee, min_order = dec(params.fee_rate), dec(params.min_order_krw)
+    sizing = 1 + fee + dec(params.fee_buffer)
+    cash, coin, order = dec(params.cash), Decimal(0), None
+    fills, actions, day, day_open = [], [], None, None
+    for i in range(len(series.ts)):
+        if order is not None:  # the order placed at the previous close
+            side, price, volume = order
+            if side == "buy" and series.low[i] <= float(price):
+                cash -= price * volume * (1 + fee)
+                coin += volume
+                fills.append((i, side, price))
+            elif side == "sell" and series.high[i] >= float(price):
+                cash += price * volume * (1 - fee)
+                coin = Decimal(0)
+                fills.append((i, side, price))
+            order = None
+        if series.ts[i] // 86_400 != day:
+            day, day_open = series.ts[i] // 86_400, float(series.open[i])
+        holding = float(coin) * float(series.close[i]) >= params.min_order_krw
+        closes = series.close[max(0, i - st.WINDOW + 1):i + 1]
+        decision = st.decide(closes, day_open, weights, params.threshold, holding)
+        actions.append(decision.action)
+        close = float(series.close[i])
+        if decision.action == "buy":
+            price = bt.limit_price(close, params.aggressiveness, "bid")
+            volume = floor_volume(cash / (price * sizing))
+            if price * volume >= min_order:
+                order = ("buy", price, volume)
+        elif decision.action == "sell":
+            price = bt.limit_price(close, params.aggressiveness, "ask")
+            if price * coin >= min_order:
+                order = ("sell", price, coin)
+    return actions, fills, float(cash) + float(coin) * float(series.close[-1])
+
+
+weights_strategy = hs.lists(hs.sampled_from([0.0, 0.0, 0.5, 1.0, 2.0, 3.0]), min_size=6,
+                            max_size=6).filter(lambda w: sum(w) > 0)
+steps_strategy = hs.lists(hs.sampled_from([-8, -3, -1, 0, 0, 1, 3, 8, 40, -40]),
+                          min_size=300, max_size=600)
+
+
+@settings(max_examples=30, deadline=None)
+@given(steps_strategy, weights_strategy,
+       hs.sampled_from([0.1, 0.2, 1 / 3, 0.5]),
+       hs.sampled_from([1_000_000.0, 6_000.0, 5_020.0]),
+       hs.sampled_from([0.0, 0.0015]),
+       hs.integers(0, 86_399))
+def test_engine_equals_decide_and_reference_bar_for_bar(steps, raw, threshold, cash, aggr,
+                                                       offset):
+    rng = np.random.default_rng(len(steps))
+    close = np.maximum(1_000_000.0 + np.cumsum(np.array(steps, dtype=np.float64)) * 1000.0,
+                       100_000.0)
+    spread = rng.integers(0, 4, (2, len(close))) * 1000.0
+    series = candles(close, close + spread[0], close - spread[1], start=DAY0 + offset)
+    weights = dict(zip(SIGNAL_NAMES, raw, strict=True))
+    params = bt.BacktestParams(threshold=threshold, cash=cash, aggressiveness=aggr)
+    result = bt.run_backtest(series, weights, params)
+    actions, fills, final = reference(series, weights, params)
+    assert [bt.ACTION_NAMES[a] for a in result.actions.tolist()] == actions
+    opens = st.day_opens(series.ts, series.open)
+    for i in range(st.FIRST_DECISION, len(close)):  # with the engine's own holding state
+        window = close[i - st.WINDOW + 1:i + 1]
+        d = st.decide(window, float(opens[i]), weights, threshold, bool(result.holding[i]))
+        assert bt.ACTION_NAMES[int(result.actions[i])] == d.action, f"bar {i}"
+        assert result.scores[i] == d.score
+    engine_fills = sorted(
+        [(int(b), "buy", p) for b, p in zip(result.buy_bars, result.buy_prices, strict=True)]
+        + [(int(b), "sell", p) for b, p in zip(result.sell_bars, result.sell_prices,
+                                              strict=True)])
+    assert engine_fills == [(b, s, float(p)) for b, s, p in fills]
+    assert result.final_equity == pytest.approx(final, rel=1e-12)
+
+
+# --- tick rounding ------------------------------------------------------------------
+
+
+BANDS = [(lo, tick) for lo, tick in reversed(KRW_TICKS)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(hs.integers(0, len(BANDS) - 1), hs.floats(0, 1), hs.sampled_from(
+    [0.0, 0.0005, 0.0015, 0.002, 0.01, 0.05, 0.0999]), hs.sampled_from(["bid", "ask"]))
+def test_vectorised_tick_rounding_equals_round_price(band, where, aggr, side):
+    lo, tick = BANDS[band]
+    hi = BANDS[band + 1][0] if band + 1 < len(BANDS) else Decimal(10) ** 10
+    units = int((lo + (hi - lo) * Decimal(repr(where))) / tick)
+    close = float(max(units, 1) * tick)  # a traded price lies on its tick
+    expect = float(bt.limit_price(close, aggr, side))
+    assert bt.limit_prices(np.array([close]), aggr, side)[0] == expect
+
+
+def test_tick_rounding_many_prices_every_band():
+    rng = np.random.default_rng(7)
+    for lo, tick in BANDS:
+        top = lo * 10 if lo > 0 else Decimal("0.00001")
+        units = rng.integers(max(int(lo / tick), 1), int(top / tick) + 2, 500)
+        closes = np.array([float(int(u) * tick) for u in units])
+        for side in ("bid", "ask"):
+            got = bt.limit_prices(closes, 0.0015, side)
+            expect = [float(bt.limit_price(c, 0.0015, side)) for c in closes.tolist()]
+            assert got.tolist() == expect, (lo, side)
+
+
+def test_limit_price_examples():
+    assert bt.limit_price(100_000.0, 0.0015, "bid") == Decimal(100_200)
+    assert bt.limit_price(100_000.0, 0.0015, "ask") == Decimal(99_850)
+    assert bt.limit_price(150_000_000.0, 0.0015, "bid") == Decimal(150_225_000)
+    assert bt.limit_price(0.00123, 0.0015, "bid") == Decimal("0.00124")  # tick 0.00001
+
+
+# --- no look-ahead -----------------------------------------------------------------
+
+
+@settings(max_examples=15, deadline=None)
+@given(hs.integers(0, 2**31), hs.integers(210, 590))
+def test_no_look_ahead(seed, cut):
+    series = random_walk(600, seed % 1000, vol=0.002)
+    base = bt.run_backtest(series, None, DEFAULT)
+    rng = np.random.default_rng(seed)
+    tail = slice(cut + 1, None)
+    changed = CandleArrays(series.ts, series.open.copy(), series.high.copy(),
+                           series.low.copy(), series.close.copy(), series.volume)
+    factor = np.exp(rng.normal(0, 0.01, 600 - cut - 1))
+    for arr in (changed.open, changed.high, changed.low, changed.close):
+        arr[tail] *= factor
+    other = bt.run_backtest(changed, None, DEFAULT)
+    head = slice(0, cut + 1)
+    assert other.actions[head].tolist() == base.actions[head].tolist()
+    assert other.holding[head].tolist() == base.holding[head].tolist()
+    assert other.equity[head].tolist() == base.equity[head].tolist()
+    assert base.buy_bars[base.buy_bars <= cut].tolist() == \
+        other.buy_bars[other.buy_bars <= cut].tolist()
+    assert base.sell_bars[base.sell_bars <= cut].tolist() == \
+        other.sell_bars[other.sell_bars <= cut].tolist()
+
+
+# --- batch == exact ----------------------------------------------------------------
+
+
+def test_batch_agrees_with_exact_engine():
+    # Enough cash that fees never bring an order near the minimum: the regime
+    # in which the batch evaluator's position path is exact.
+    params = bt.BacktestParams(cash=1e9)
+    series = random_walk(3000, 11)
+    prep = bt.prepare(series, params)
+    rng = np.random.default_rng(5)
+    matrix = np.vstack([np.eye(6), np.ones(6), rng.dirichlet(np.ones(6), 9),
+                        rng.dirichlet(np.full(6, 0.3), 9)])
+    batch = bt.evaluate_batch(prep, matrix, params)
+    traded = 0
+    for i, row in enumerate(matrix):
+        exact = bt.run_backtest(prep, dict(zip(SIGNAL_NAMES, row, strict=True)), params)
+        assert exact.final_equity > 100 * params.min_order_krw
+        assert batch.fills[i] == exact.fills and batch.round_trips[i] == exact.round_trips
+        assert batch.exposure[i] == pytest.approx(exact.exposure, abs=1e-12)
+        gap = abs(math.log1p(batch.total_return[i]) - math.log1p(exact.total_return))
+        assert gap <= 1e-7 * max(exact.round_trips, 1)  # see BatchMetrics
+        assert batch.sharpe[i] == pytest.approx(exact.sharpe, rel=1e-4, abs=1e-4)
+        traded += exact.fills > 0
+    assert traded >= 20
+
+
+def test_batch_chunking_and_threads_do_not_change_results():
+    series = random_walk(1200, 3)
+    matrix = np.random.default_rng(1).dirichlet(np.ones(6), 300)
+    one = bt.evaluate_batch(series, matrix, DEFAULT)
+    many = bt.evaluate_batch(series, matrix, DEFAULT, chunk=64, block=100, threads=2)
+    assert many.fills.tolist() == one.fills.tolist()
+    np.testing.assert_allclose(many.total_return, one.total_return, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(many.sharpe, one.sharpe, rtol=1e-4, atol=1e-6)
+
+
+def test_batch_rejects_bad_weights():
+    with pytest.raises(ValueError):
+        bt.evaluate_batch(random_walk(300, 1), np.zeros((2, 6)), DEFAULT)
+
+
+# --- CSV -----------------------------------------------------------------------------
+
+
+def test_load_csv(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text("ts,open,high,low,close,volume\n"
+                    "2024-03-01T00:00:00Z,100,110,90,105,1.5\n"
+                    "2024-03-01T00:01:00+00:00,105,106,100,101,2\n"
+                    "2024-03-01T00:02:00,101,101,99,100,0\n")
+    data = bt.load_csv(path)
+    assert data.ts.tolist() == [DAY0, DAY0 + 60, DAY0 + 120]
+    assert data.close.tolist() == [105.0, 101.0, 100.0] and data.volume[0] == 1.5
+
+
+@pytest.mark.parametrize("row, message", [
+    ("2024-03-01T00:01:00Z,100,110,90,abc,1", "line 3"),
+    ("not-a-date,100,110,90,100,1", "line 3"),
+    ("2024-03-01T00:00:00Z,100,110,90,100,1", "ts must increase"),
+    ("2024-03-01T00:01:00Z,100,95,90,100,1", "low <= open, close <= high"),
+    ("2024-03-01T00:01:00Z,100,110,-1,100,1", "positive"),
+])
+def test_load_csv_names_the_bad_line(tmp_path, row, message):
+    path = tmp_path / "bad.csv"
+    path.write_text("ts,open,high,low,close,volume\n2024-03-01T00:00:00Z,100,110,90,100,1\n"
+                    + row + "\n")
+    with pytest.raises(ValueError, match=message) as info:
+        bt.load_csv(path)
+    assert "line 3" in str(info.value)
+
+
+def test_load_csv_missing_column(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("ts,open,high,low,close\n2024-03-01T00:00:00Z,1,1,1,1\n")
+    with pytest.raises(ValueError, match="missing columns volume"):
+        bt.load_csv(path)
+
+
+def test_plot_draws_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    from bot.plot import plot_backtest
+
+    series = random_walk(800, 9, vol=0.003)
+    result = bt.run_backtest(series, None, DEFAULT)
+    out = plot_backtest(series, result, tmp_path / "run.png", title="KRW-BTC")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
