@@ -547,7 +547,7 @@ class BatchMetrics:
     fee and keeps the rest in cash, taken as a constant ``fee_buffer / (1 +
     fee_buffer)`` share of equity while holding (the real share drifts with
     the price), with volumes not rounded to 8 decimals. Measured against the
-    exact engine: about 1e-7 of log return per round trip. Sums run in
+    exact engine: below 1e-7 of log return per round trip. Sums run in
     float32 per block of bars (float64 across blocks).
     """
 

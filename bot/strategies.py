@@ -243,9 +243,9 @@ def decide(closes: Sequence[float] | np.ndarray, day_open: float | None,
         return Decision("buy", value, signals, f"score {value:.4f} >= {thr:g} while flat")
     if holding and value <= -thr:
         return Decision("sell", value, signals, f"score {value:.4f} <= -{thr:g} while holding")
-    state = "holding" if holding else "flat"
-    return Decision("hold", value, signals, f"score {value:.4f} within threshold {thr:g} "
-                                            f"while {state}")
+    if holding:
+        return Decision("hold", value, signals, f"score {value:.4f} > -{thr:g} while holding")
+    return Decision("hold", value, signals, f"score {value:.4f} < {thr:g} while flat")
 
 
 # --- vectorised over a series ----------------------------------------------------
