@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from bot import optimizer
+from bot import search as optimizer
 from bot.backtest import BacktestParams, evaluate_batch, prepare, run_backtest
 from bot.storage.candles import CandleArrays
 

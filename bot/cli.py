@@ -11,6 +11,8 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 from bot import clock
@@ -132,6 +134,111 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK if all(r.errors == 0 for r in results) else EXIT_FAILURE
 
 
+def _series(settings: Settings, args: argparse.Namespace) -> list[tuple[str | None, Any]]:
+    """(market, candles) pairs from --csv or from the database."""
+    from bot.backtest import load_csv
+    if args.csv:
+        if args.market or args.days:
+            raise UsageError("--csv replaces --market/--days: give one or the other")
+        try:
+            return [(None, load_csv(args.csv))]
+        except (OSError, ValueError) as exc:
+            raise UsageError(str(exc)) from None
+    from bot.storage import candles as candle_store
+    db = _database(settings)
+    days = args.days or settings.optimize_lookback_days
+    if not days > 0:
+        raise UsageError("--days must be a positive number")
+    now = clock.now()
+    since, until = now - timedelta(days=days), clock.floor_to_unit(now, settings.unit)
+    return [(m, candle_store.load_arrays(db, m, settings.timeframe, since=since, until=until))
+            for m in _markets(settings, args.market)]
+
+
+def _one_or_many(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return items[0] if len(items) == 1 else {"markets": items}
+
+
+def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.backtest import BacktestParams, run_backtest
+    from bot.config import parse_weights
+    from bot.optimizer import current_weights
+    from bot.strategies import normalise_weights
+    try:
+        weights = parse_weights(args.weights) if args.weights else None
+        params = replace(BacktestParams.from_settings(settings),
+                         **{k: float(v) for k, v in (("threshold", args.threshold),
+                                                     ("aggressiveness", args.aggressiveness))
+                            if v is not None})
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    out = []
+    for market, candles in _series(settings, args):
+        use = weights
+        version = None
+        if use is None and market is not None:
+            use, version = current_weights(settings, _database(settings), market)
+        if len(candles) == 0:
+            raise UsageError(f"no candles stored for {market}: run `bot backfill` first")
+        result = run_backtest(candles, use, params)
+        data = {"market": market, **result.to_dict(), "weights": normalise_weights(use),
+                "weights_version": version, "threshold": params.threshold,
+                "aggressiveness": params.aggressiveness}
+        out.append(data)
+        if args.plot:
+            from bot.plot import plot_backtest
+            path = args.plot if len(out) == 1 else f"{market}-{args.plot}"
+            plot_backtest(candles, result, path, title=market or args.csv)
+            data["plot"] = str(path)
+        event(log, "backtest", market=market or args.csv, bars=result.bars,
+              total_return=round(result.total_return, 6),
+              buy_and_hold=round(result.buy_and_hold_return, 6),
+              max_drawdown=round(result.max_drawdown, 6), sharpe=round(result.sharpe, 3),
+              round_trips=result.round_trips, fees=round(result.fees, 2))
+    if args.json:
+        _print_json(_one_or_many(out))
+    return EXIT_OK
+
+
+def cmd_optimize(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.optimizer import optimize_market, search
+    from bot.strategies import normalise_weights
+    if args.candidates is not None and args.candidates < 1:
+        raise UsageError("--candidates must be at least 1")
+    out = []
+    if args.csv:
+        (_, candles), = _series(settings, args)
+        outcome = search(settings, candles, normalise_weights(dict(settings.weights)),
+                         candidates=args.candidates, seed=args.seed or 0)
+        out.append(_optimize_json(None, outcome, None, None))
+    else:
+        db = _database(settings)
+        for market in _markets(settings, args.market):
+            run = optimize_market(settings, db, market, days=args.days,
+                                  candidates=args.candidates, seed=args.seed,
+                                  save=not args.no_save)
+            out.append(_optimize_json(market, run.outcome, run.run_id, run.weights_version))
+    if args.json:
+        _print_json(_one_or_many(out))
+    return EXIT_OK
+
+
+def _optimize_json(market: str | None, outcome, run_id: int | None,
+                   version: int | None) -> dict[str, Any]:
+    headline = outcome.holdout_new or {}
+    return {"market": market, **headline, "weights": outcome.weights,
+            "current_weights": outcome.current_weights, "adopted": outcome.adopted,
+            "reason": outcome.reason,
+            "train": {"new": outcome.train_new, "current": outcome.train_current,
+                      "objective_new": outcome.objective_train_new,
+                      "objective_current": outcome.objective_train_current},
+            "holdout": {"new": outcome.holdout_new, "current": outcome.holdout_current,
+                        "objective_new": outcome.objective_holdout_new,
+                        "objective_current": outcome.objective_holdout_current},
+            "candidates": outcome.candidates, "duration_s": round(outcome.duration_s, 3),
+            "seed": outcome.seed, "run_id": run_id, "weights_version": version}
+
+
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from bot.runner import run
     event(log, "run.starting", **settings.public_summary())
@@ -164,11 +271,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     _add(sub, "trade", cmd_trade, "run one decision pass (paper unless TRADING_MODE=live)")
     _add(sub, "reconcile", cmd_reconcile, "run one reconcile pass over open orders")
+    p = _add(sub, "backtest", cmd_backtest, "backtest the weights on stored candles or a CSV")
+    _data_options(p)
+    p.add_argument("--weights", help="e.g. trend=1,momentum=2 (default: the weights in use)")
+    p.add_argument("--threshold", type=float, help="override THRESHOLD")
+    p.add_argument("--aggressiveness", type=float, help="override AGGRESSIVENESS")
+    p.add_argument("--plot", metavar="FILE.png", help="draw equity, fills and drawdown")
+    p = _add(sub, "optimize", cmd_optimize, "search the weights and adopt them if better")
+    _data_options(p)
+    p.add_argument("--candidates", type=int, help="weight vectors to try (OPTIMIZE_CANDIDATES)")
+    p.add_argument("--seed", type=int, help="random seed (default: one per market and day)")
+    p.add_argument("--no-save", action="store_true", help="report only: store nothing")
     p = _add(sub, "run", cmd_run, "run Beat and the three workers as child processes",
              market=False, json_flag=False)
     p.add_argument("--schedule-file", default="celerybeat-schedule",
                    help="where Beat keeps its state (default: ./celerybeat-schedule)")
     return parser
+
+
+def _data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--days", type=float, help="days of stored candles "
+                        "(default: OPTIMIZE_LOOKBACK_DAYS)")
+    parser.add_argument("--csv", metavar="FILE", help="candles from a CSV "
+                        "(ts,open,high,low,close,volume) instead of the database")
 
 
 def _configure_clock(settings: Settings) -> None:

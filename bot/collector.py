@@ -202,6 +202,7 @@ def backfill(db: Database, source: CandleSource, market: str, *, days: float, un
     moment = now()
     target = moment - timedelta(days=days)
     span = (moment - target).total_seconds()
+    period = timedelta(minutes=unit)
     total = candle_store.UpsertResult(0, 0)
     pending: list[Candle] = []
     requests = 0
@@ -219,7 +220,9 @@ def backfill(db: Database, source: CandleSource, market: str, *, days: float, un
         if page:
             oldest = page[-1].ts
             to = oldest
-        done = not page or len(page) < PAGE or oldest <= target
+        # The next page's candles start at least one unit before ``oldest``: when
+        # that is before ``target`` they would all be dropped, so do not ask.
+        done = not page or len(page) < PAGE or oldest - period < target
         if len(pending) >= PAGE * pages_per_write or done:
             total = total + candle_store.upsert_candles(db, pending, timeframe)
             pending = []

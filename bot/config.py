@@ -180,7 +180,7 @@ def _timezone(raw: str) -> str:
     return value
 
 
-def _weights(raw: str) -> dict[str, float]:
+def parse_weights(raw: str) -> dict[str, float]:
     """``trend=1,momentum=2`` -> normalised weights; empty means equal weights."""
     allowed = ("empty (equal weights) or name=weight pairs over "
                + ", ".join(SIGNAL_NAMES) + ", non-negative, not all zero")
@@ -259,7 +259,7 @@ SETTINGS: tuple[Setting, ...] = (
       "paper account's starting cash in KRW", group="trading"),
     S("ORDER_TIMEOUT_SECONDS", "120", _int(1, 86400),
       "an open limit order older than this is cancelled", group="trading"),
-    S("WEIGHTS", "", _weights,
+    S("WEIGHTS", "", parse_weights,
       "starting weights until the optimizer adopts some, e.g. trend=1,momentum=1 "
       "(empty = equal weights)", group="trading"),
     # risk

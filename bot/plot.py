@@ -1,5 +1,5 @@
-"""A picture of one backtest: closes with the fills marked, and the equity
-curve against buy and hold. Optional: matplotlib (the ``plot`` extra) is
+"""A picture of one backtest: closes with the fills marked, the equity curve
+against buy and hold, and the drawdown underneath. Optional: matplotlib (the ``plot`` extra) is
 imported only when a plot is drawn, and only its object API is used (no
 pyplot, no global backend switch), so importing this module costs nothing.
 """
@@ -31,10 +31,11 @@ def plot_backtest(candles: CandleSeries, result: BacktestResult,
         raise ImportError("plotting needs matplotlib: pip install 'upbit-bot[plot]'") from exc
     dates = _dates(candles.ts)
     close = np.asarray(candles.close, dtype=np.float64)
-    figure = Figure(figsize=(12, 7), layout="constrained")
-    price, equity = figure.subplots(2, 1, sharex=True, height_ratios=(3, 2))
+    figure = Figure(figsize=(12, 9), layout="constrained")
+    price, equity, drawdown = figure.subplots(3, 1, sharex=True, height_ratios=(3, 2, 1))
     _price_panel(price, dates, close, result)
     _equity_panel(equity, dates, close, result)
+    _drawdown_panel(drawdown, dates, result)
     summary = (f"return {result.total_return:+.2%}  buy&hold {result.buy_and_hold_return:+.2%}"
                f"  max drawdown {result.max_drawdown:.2%}  sharpe {result.sharpe:.2f}"
                f"  round trips {result.round_trips}")
@@ -65,4 +66,13 @@ def _equity_panel(ax: Any, dates: np.ndarray, close: np.ndarray,
             label="buy and hold")
     ax.set_ylabel("equity / start")
     ax.legend(loc="upper left")
+    ax.grid(alpha=0.3)
+
+
+def _drawdown_panel(ax: Any, dates: np.ndarray, result: BacktestResult) -> None:
+    """How far equity is below its running peak (as BacktestResult.max_drawdown)."""
+    peak = np.maximum.accumulate(result.equity)
+    drawdown = result.equity / peak - 1.0
+    ax.fill_between(dates, drawdown * 100, 0, color="tab:red", alpha=0.35, linewidth=0)
+    ax.set_ylabel("drawdown %")
     ax.grid(alpha=0.3)

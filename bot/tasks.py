@@ -171,10 +171,16 @@ def optimize(self, market: str) -> dict | None:
     from bot.optimizer import optimize_market
     from bot.runtime import runtime
     rt = runtime()
-    outcome = _run_locked("optimize", market, optimize_market, rt.settings, rt.db, market)
-    if outcome is None:
+    from bot.notify import notifier
+
+    def job():
+        return optimize_market(rt.settings, rt.db, market, notify=notifier(rt.settings))
+
+    run = _run_locked("optimize", market, job)
+    if run is None:
         return None
-    return {"market": market, "adopted": outcome.adopted, "reason": outcome.reason}
+    return {"market": market, "adopted": run.adopted, "reason": run.reason,
+            "version": run.weights_version}
 
 
 # --- worker life cycle --------------------------------------------------------
