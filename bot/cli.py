@@ -245,6 +245,17 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     return run(schedule_file=args.schedule_file, loglevel=settings.log_level)
 
 
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from bot import status
+    markets = _markets(settings, args.market) if args.market else None
+    return status.run(settings, sys.stdout, as_json=args.json, markets=markets)
+
+
+def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
+    from bot import status
+    return status.health(settings, args.role, sys.stdout)
+
+
 # --- parser -------------------------------------------------------------------
 
 Command = Callable[[Settings, argparse.Namespace], int]
@@ -282,6 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--candidates", type=int, help="weight vectors to try (OPTIMIZE_CANDIDATES)")
     p.add_argument("--seed", type=int, help="random seed (default: one per market and day)")
     p.add_argument("--no-save", action="store_true", help="report only: store nothing")
+    _add(sub, "status", cmd_status, "one screen: candles, decisions, positions, PnL, workers;"
+         " exit 1 when something is wrong")
+    p = _add(sub, "health", cmd_health, "exit 0 when ROLE's heartbeat is fresh, else 1",
+             market=False, json_flag=False)
+    p.add_argument("role", help="collector, trader, optimizer or beat")
     p = _add(sub, "run", cmd_run, "run Beat and the three workers as child processes",
              market=False, json_flag=False)
     p.add_argument("--schedule-file", default="celerybeat-schedule",

@@ -24,7 +24,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 CANDLE_UNITS = (1, 3, 5, 10, 15, 30, 60, 240)
 SIGNAL_NAMES = ("trend", "momentum", "swing", "scalping", "day", "price_action")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-SECRET_NAMES = frozenset({"UPBIT_ACCESS_KEY", "UPBIT_SECRET_KEY", "TELEGRAM_BOT_TOKEN"})
+SECRET_NAMES = frozenset({"UPBIT_ACCESS_KEY", "UPBIT_SECRET_KEY", "TELEGRAM_BOT_TOKEN",
+                          "NOTIFY_WEBHOOK_URL"})
+# What ``NOTIFY_EVENTS`` may name (bot.notify formats each one).
+NOTIFY_EVENT_NAMES = ("order.filled", "order.cancelled", "weights.adopted", "job.failing",
+                      "risk.loss_limit", "daily.summary")
 _MARKET_RE = re.compile(r"^KRW-[A-Z0-9]{1,15}$")
 _CRON_FIELD_RE = re.compile(r"^[0-9*/,\-]+$")
 
@@ -135,6 +139,20 @@ def _url(*schemes: str) -> Callable[[str], str]:
 
 def _optional_url(raw: str) -> str:
     return "" if not raw.strip() else _url("http", "https")(raw)
+
+
+def _notify_events(raw: str) -> tuple[str, ...]:
+    """``all`` (every event), ``none``, or a comma list of event names."""
+    allowed = "all, none, or a comma list of " + ", ".join(NOTIFY_EVENT_NAMES)
+    value = raw.strip().lower()
+    if value == "all":
+        return NOTIFY_EVENT_NAMES
+    if value in ("none", ""):
+        return ()
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    if not items or any(item not in NOTIFY_EVENT_NAMES for item in items):
+        raise ValueError(allowed)
+    return tuple(dict.fromkeys(items))
 
 
 def _markets(raw: str) -> tuple[str, ...]:
@@ -299,6 +317,30 @@ SETTINGS: tuple[Setting, ...] = (
     S("LOG_FORMAT", "text", _choice("text", "json"),
       "text (one readable line per event) or json (one object per line)",
       group="operations"),
+    S("STATUS_MAX_CANDLE_AGE_SECONDS", "300", _int(30, 86400),
+      "bot status and health fail when a market's newest candle closed longer ago than this",
+      group="operations"),
+    S("STATUS_MAX_HEARTBEAT_AGE_SECONDS", "60", _int(15, 3600),
+      "bot status and bot health fail when a worker's heartbeat is older than this",
+      group="operations"),
+    # notifications
+    S("TELEGRAM_BOT_TOKEN", "", _text,
+      "Telegram bot token for notifications (empty = no Telegram); never logged",
+      group="notifications"),
+    S("TELEGRAM_CHAT_ID", "", _text,
+      "Telegram chat to send notifications to (needed with TELEGRAM_BOT_TOKEN)",
+      group="notifications"),
+    S("NOTIFY_WEBHOOK_URL", "", _optional_url,
+      "Slack-compatible webhook that receives {\"text\": ...} (empty = none); never logged",
+      group="notifications"),
+    S("NOTIFY_EVENTS", "all", _notify_events,
+      "all, none, or a comma list of: " + ", ".join(NOTIFY_EVENT_NAMES),
+      group="notifications"),
+    S("NOTIFY_FAILURES_AFTER", "3", _int(1, 1000),
+      "notify once a job has failed this many times in a row", group="notifications"),
+    S("DAILY_SUMMARY_SCHEDULE", "0 9 * * *", _schedule,
+      "when the daily summary (PnL, trades, equity vs buy-and-hold) is sent, in TIMEZONE",
+      group="notifications"),
     # testing
     S("BOT_CLOCK_SPEEDUP", "1", _decimal(Decimal(1), Decimal(3600)),
       "testing only: run the daemon's clock this many times faster (1 = real time)",
@@ -349,6 +391,14 @@ class Settings:
     timezone: str
     log_level: str
     log_format: str
+    status_max_candle_age_seconds: int
+    status_max_heartbeat_age_seconds: int
+    telegram_bot_token: str = field(repr=False)
+    telegram_chat_id: str
+    notify_webhook_url: str = field(repr=False)
+    notify_events: tuple[str, ...]
+    notify_failures_after: int
+    daily_summary_schedule: str
     bot_clock_speedup: Decimal
     bot_clock_epoch: Decimal
 
@@ -360,6 +410,21 @@ class Settings:
     def timeframe(self) -> str:
         """The ``candles.timeframe`` value for UNIT, e.g. ``1m``."""
         return f"{self.unit}m"
+
+    @property
+    def notifications(self) -> tuple[str, ...]:
+        """The configured notification channels: telegram, webhook (may be none)."""
+        channels = []
+        if self.telegram_bot_token and self.telegram_chat_id:
+            channels.append("telegram")
+        if self.notify_webhook_url:
+            channels.append("webhook")
+        return tuple(channels)
+
+    def secret_values(self) -> tuple[str, ...]:
+        """Every secret setting's value (for log redaction)."""
+        return tuple(v for v in (getattr(self, s.field_name) for s in SETTINGS
+                                 if s.name in SECRET_NAMES) if v)
 
     def public_summary(self) -> dict[str, Any]:
         """The settings worth a start-up log line; never a secret or a DSN password."""
@@ -377,6 +442,7 @@ class Settings:
             "database": redact_url(self.database_url),
             "broker": redact_url(self.celery_broker_url),
             "upbit_api_base": self.upbit_api_base,
+            "notifications": ",".join(self.notifications) or "off",
         }
 
 
@@ -420,6 +486,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             raise ConfigError(setting.name, raw, str(exc)) from None
     values["weights"] = MappingProxyType(values["weights"])
     settings = Settings(**values)
+    # Secrets are known to the log redactor as soon as they are read, so no
+    # dump, exception or request line can show them.
+    from bot.logs import register_secret
+    register_secret(*settings.secret_values())
     _check_together(settings)
     return settings
 
@@ -429,6 +499,8 @@ def _check_together(settings: Settings) -> None:
         for name in ("UPBIT_ACCESS_KEY", "UPBIT_SECRET_KEY"):
             if not getattr(settings, name.lower()):
                 raise ConfigError(name, "", "required when TRADING_MODE=live")
+    if settings.telegram_bot_token and not settings.telegram_chat_id:
+        raise ConfigError("TELEGRAM_CHAT_ID", "", "required when TELEGRAM_BOT_TOKEN is set")
 
 
 def process_environment(env_file: str | os.PathLike[str] | None = None) -> dict[str, str]:

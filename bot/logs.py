@@ -128,16 +128,31 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
         }
         for key, value in _fields_of(record).items():
-            data.setdefault(key, _plain(value))
+            # A field never overwrites the line's own keys; it shows renamed.
+            data[key if key not in data else key + "_"] = _plain(value)
         if record.exc_info and record.exc_info[0] is not None:
             data["exception"] = self.formatException(record.exc_info)
-        return redact(json.dumps(data, default=str, ensure_ascii=False))
+        # Redact the values before encoding too: JSON escaping could hide a
+        # secret that holds a quote or a backslash from the line-level pass.
+        return redact(json.dumps(_redacted(data), default=str, ensure_ascii=False))
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    return value
 
 
 class RepeatFilter(logging.Filter):
-    """Collapses identical WARNING+ lines: the first passes, repeats within
-    ``window`` seconds are counted and reported once when the window ends, so a
-    dead exchange cannot write thousands of lines a minute."""
+    """Collapses identical WARNING+ lines (same logger, event, message and
+    fields): the first passes, repeats within ``window`` seconds are dropped
+    and counted, and the first identical line after the window carries
+    ``repeated=N``. A dead exchange cannot write thousands of lines a minute,
+    and two different errors (another market, another order) both show."""
 
     def __init__(self, window: float = 60.0, clock: Any = time.monotonic):
         super().__init__()
@@ -149,7 +164,8 @@ class RepeatFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
-        key = (record.name, getattr(record, "event", "") or "", record.getMessage())
+        key = (record.name, getattr(record, "event", "") or "",
+               record.getMessage() + " " + _fingerprint(_fields_of(record)))
         now = self.clock()
         with self._lock:
             first, suppressed = self._seen.get(key, (None, 0))
@@ -165,8 +181,16 @@ class RepeatFilter(logging.Filter):
         return True
 
 
-_QUIET = ("urllib3", "kombu", "amqp", "celery.redirected", "celery.worker.strategy",
-          "celery.app.trace")
+def _fingerprint(fields: dict[str, Any]) -> str:
+    try:
+        return json.dumps(_plain(fields), sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        return repr(sorted(fields.items(), key=lambda kv: kv[0]))
+
+
+_QUIET = ("urllib3", "kombu", "amqp", "celery.redirected", "celery.worker.strategy")
+# Celery's own task-failure lines repeat what the task.failed event says.
+_SILENT = ("celery.app.trace",)
 
 
 def set_role(role: str) -> None:
@@ -191,3 +215,7 @@ def setup_logging(level: str = "INFO", fmt: str = "text", role: str = "bot",
     root.setLevel(level)
     for name in _QUIET:
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # Python warnings (deprecations in a library, ...) become log lines too.
+    logging.captureWarnings(True)
+    for name in _SILENT:
+        logging.getLogger(name).setLevel(logging.CRITICAL)

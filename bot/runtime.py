@@ -8,8 +8,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from functools import cached_property
 
@@ -24,6 +26,8 @@ from bot.storage import Database
 log = logging.getLogger("bot.runtime")
 
 HEARTBEAT_KEY = "bot:heartbeat:{role}"
+LOCK_PREFIX = "bot:lock:"
+LOCK_TTL = 30.0  # seconds; renewed every ttl/3 while the task runs
 HEARTBEAT_EVERY = 10.0
 HEARTBEAT_TTL = 3600
 
@@ -68,24 +72,49 @@ class Runtime:
         from bot.notify import notifier
         return TradeContext(self.settings, self.db, self.exchange, notify=notifier(self.settings))
 
+    node = f"{socket.gethostname()}-{os.getpid()}"
+
     @contextlib.contextmanager
-    def market_lock(self, job: str, market: str, ttl: float) -> Iterator[None]:
+    def market_lock(self, job: str, market: str, ttl: float = LOCK_TTL) -> Iterator[None]:
         """Hold ``job``'s lock for ``market`` or raise :class:`LockBusy` at once.
 
-        The TTL (the task's hard time limit plus a margin) frees the lock of
-        a process that was killed while holding it."""
+        The lock lives ``ttl`` seconds and is renewed while the holder runs,
+        so a killed holder frees it within ``ttl``; its value names this
+        worker (``node``), so that the worker's next start can release what
+        its previous life held (:meth:`release_own_locks`)."""
+        key = f"{LOCK_PREFIX}{job}:{market}"
         try:
-            lock = self.redis.lock(f"bot:lock:{job}:{market}", timeout=ttl, blocking=False)
-            acquired = lock.acquire()
+            lock = self.redis.lock(key, timeout=ttl, blocking=False)
+            acquired = lock.acquire(token=f"{self.node}:{uuid.uuid4().hex}")
         except redis.RedisError as exc:
             raise RedisUnavailable(f"redis unavailable: {exc}") from None
         if not acquired:
             raise LockBusy(f"{job} for {market} is already running")
+        done = threading.Event()
+
+        def renew() -> None:
+            while not done.wait(ttl / 3):
+                with contextlib.suppress(redis.RedisError):
+                    lock.reacquire()
+
+        threading.Thread(target=renew, name=f"lock-{key}", daemon=True).start()
         try:
             yield
         finally:
+            done.set()
             with contextlib.suppress(redis.RedisError):
                 lock.release()
+
+    def release_own_locks(self) -> int:
+        """Delete the locks a previous run of this worker (same node name)
+        held when it died; returns how many."""
+        released = 0
+        prefix = f"{self.node}:".encode()
+        for key in self.redis.scan_iter(match=f"{LOCK_PREFIX}*", count=500):
+            value = self.redis.get(key)
+            if value is not None and value.startswith(prefix):
+                released += self.redis.delete(key)
+        return released
 
     def beat(self, role: str) -> None:
         """Record that ``role`` is alive (for ``bot status`` and healthchecks)."""

@@ -23,18 +23,20 @@ Delivery policy, per task:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
 from datetime import datetime, timedelta
 from typing import Any
 
+import redis
 from celery import Celery, signals
 from celery.exceptions import SoftTimeLimitExceeded
 
 from bot import clock
 from bot.config import ConfigError, Settings, get_settings
-from bot.errors import DatabaseUnavailable, TemporaryError
+from bot.errors import BotError, DatabaseUnavailable, TemporaryError
 from bot.logs import event, set_role, setup_logging
 
 log = logging.getLogger("bot.tasks")
@@ -83,17 +85,15 @@ _RETRY = {"autoretry_for": (TemporaryError,), "retry_backoff": 2, "retry_backoff
           "retry_jitter": True}
 
 
-def _lock_ttl(job: str) -> float:
-    return LIMITS[job][1] + 5
-
-
-def _run_locked(job: str, market: str, func, *args: Any) -> Any:
+def _run_locked(lock: str, market: str, task: str, func, *args: Any) -> Any:
+    """Run ``func`` holding the market's ``lock``; skip (None) when another
+    run holds it (a killed holder's lock expires within LOCK_TTL)."""
     from bot.runtime import LockBusy, runtime
     try:
-        with runtime().market_lock(job, market, _lock_ttl(job)):
+        with runtime().market_lock(lock, market):
             return func(*args)
     except LockBusy as exc:
-        event(log, "task.skipped", job=job, market=market, reason=str(exc))
+        event(log, "task.skipped", task=task, market=market, reason=str(exc))
         return None
 
 
@@ -116,7 +116,7 @@ def collect(self, market: str) -> dict | None:
         return collect_market(rt.db, rt.upbit, market, unit=SETTINGS.unit,
                               max_candles=SETTINGS.backfill_max_candles)
 
-    result = _run_locked("collect", market, job)
+    result = _run_locked("collect", market, "collect", job)
     if result is None:
         return None
     if result.newest_final_ts is not None:
@@ -137,7 +137,8 @@ def trade(self, market: str, candle_ts: str | None = None) -> dict | None:
     from bot.runtime import runtime
     from bot.trader import trade_market
     rt = runtime()
-    outcome = _run_locked("orders", market, trade_market, rt.trade_context(), market)
+    # trade and reconcile share the lock: both change the market's orders
+    outcome = _run_locked("orders", market, "trade", trade_market, rt.trade_context(), market)
     if outcome is None:
         return None
     return {"market": market, "status": outcome.status, "action": outcome.action,
@@ -154,7 +155,7 @@ def reconcile(self, market: str | None = None) -> dict:
     ctx = rt.trade_context()
     done = {}
     for name in ([market] if market else SETTINGS.markets):
-        result = _run_locked("orders", name, reconcile_market, ctx, name)
+        result = _run_locked("orders", name, "reconcile", reconcile_market, ctx, name)
         if result is not None:
             done[name] = {"fills": result.fills, "cancelled": result.cancelled,
                           "errors": result.errors}
@@ -176,7 +177,7 @@ def optimize(self, market: str) -> dict | None:
     def job():
         return optimize_market(rt.settings, rt.db, market, notify=notifier(rt.settings))
 
-    run = _run_locked("optimize", market, job)
+    run = _run_locked("optimize", market, "optimize", job)
     if run is None:
         return None
     return {"market": market, "adopted": run.adopted, "reason": run.reason,
@@ -210,13 +211,18 @@ def wait_for_database(migrate_once, *, attempts: int | None = None, first: float
 
 @signals.celeryd_after_setup.connect
 def _worker_setup(sender: str, instance: Any, **_: Any) -> None:
-    from bot.runtime import runtime
+    from bot.runtime import Runtime, runtime
     from bot.storage.migrate import migrate
     queues = sorted(instance.app.amqp.queues.consume_from or {})
     role = "+".join(ROLES.get(q, q) for q in queues) or "worker"
     set_role(role)
+    Runtime.node = sender  # the worker's node name, e.g. collector@host
     rt = runtime(SETTINGS)
     result = wait_for_database(lambda: migrate(rt.db))
+    with contextlib.suppress(redis.RedisError):
+        if released := rt.release_own_locks():
+            event(log, "worker.locks_released", count=released,
+                  detail="held by this worker before it was killed")
     fields = SETTINGS.public_summary()
     event(log, "worker.started", role=role, queues=",".join(queues),
           schema=result.current, **fields)
@@ -239,10 +245,20 @@ def _worker_ready(sender: Any, **_: Any) -> None:
 
 @signals.task_failure.connect
 def _task_failed(sender: Any = None, exception: BaseException | None = None,
-                 args: Any = None, **_: Any) -> None:
-    level = logging.WARNING if isinstance(exception, SoftTimeLimitExceeded) else logging.ERROR
-    event(log, "task.failed", level=level, task=getattr(sender, "name", "?"),
-          args=list(args or ()), error=type(exception).__name__, detail=str(exception))
+                 args: Any = None, einfo: Any = None, **_: Any) -> None:
+    expected = isinstance(exception, (BotError, SoftTimeLimitExceeded))
+    # A bug gets its traceback, once; an expected failure one line.
+    event(log, "task.failed", level=logging.ERROR, task=getattr(sender, "name", "?"),
+          args=list(args or ()), error=type(exception).__name__, detail=str(exception),
+          exc_info=None if expected or einfo is None else einfo.exc_info)
+
+
+@signals.task_revoked.connect
+def _task_revoked(sender: Any = None, request: Any = None, expired: bool = False,
+                  **_: Any) -> None:
+    event(log, "task.expired" if expired else "task.revoked", level=logging.WARNING,
+          task=getattr(sender, "name", "?"), args=list(getattr(request, "args", None) or ()),
+          detail="not run: its time had passed" if expired else "revoked")
 
 
 @signals.task_retry.connect
