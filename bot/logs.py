@@ -80,7 +80,9 @@ def _plain(value: Any) -> Any:
 
 
 def _text_value(value: Any) -> str:
-    value = _plain(value)
+    # Redact before quoting: escaping could hide a secret holding a quote or a
+    # backslash from the line-level pass.
+    value = _redacted(_plain(value))
     if isinstance(value, (dict, list)):
         text = json.dumps(value, separators=(",", ":"), default=str, ensure_ascii=False)
     elif value is None:
@@ -88,7 +90,7 @@ def _text_value(value: Any) -> str:
     elif isinstance(value, bool):
         text = "true" if value else "false"
     else:
-        text = str(value)
+        text = redact(str(value))
     if text == "" or not _BARE_VALUE.match(text) and not text.startswith(("{", "[")):
         text = json.dumps(text, ensure_ascii=False)
     return text
@@ -104,7 +106,7 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         name = getattr(record, "event", None) or record.name
         parts = [_timestamp(record), f"{record.levelname:<5}", _role, name]
-        message = record.getMessage()
+        message = redact(record.getMessage())
         if message and message != name:
             parts.append(_text_value(message) if " " not in message else json.dumps(
                 message, ensure_ascii=False))
