@@ -88,6 +88,16 @@ def _num(value: Any, signed: bool = False) -> str:
         return str(value)
 
 
+def _price(value: Any) -> str:
+    from bot.status import price
+    if value is None:
+        return "?"
+    try:
+        return price(Decimal(str(value)))
+    except (ArithmeticError, ValueError):
+        return str(value)
+
+
 def _coins(value: Any) -> str:
     from bot.status import coins
     if value is None:
@@ -116,7 +126,7 @@ def _filled(f: Mapping[str, Any]) -> str:
     coin = str(f.get("market", "")).partition("-")[2]
     verb = "BUY" if f.get("side") == "bid" else "SELL"
     return (f"{f.get('market')} {verb} filled: {_coins(f.get('volume'))} {coin} at "
-            f"{_num(f.get('price'))} KRW = {_num(f.get('funds'))} KRW (fee {_num(f.get('fee'))})")
+            f"{_price(f.get('price'))} KRW = {_num(f.get('funds'))} KRW (fee {_num(f.get('fee'))})")
 
 
 def _cancelled(f: Mapping[str, Any]) -> str:
@@ -124,7 +134,7 @@ def _cancelled(f: Mapping[str, Any]) -> str:
     side = "buy" if f.get("side") == "bid" else "sell"
     why = "not filled in time" if f.get("reason") == "timeout" else str(f.get("reason"))
     return (f"{f.get('market')} {side} order cancelled ({why}): {_coins(f.get('volume'))} {coin}"
-            f" at {_num(f.get('price'))} KRW")
+            f" at {_price(f.get('price'))} KRW")
 
 
 def _loss_limit(f: Mapping[str, Any]) -> str:

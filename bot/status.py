@@ -91,16 +91,33 @@ def health(settings: Settings, role: str, out: TextIO, *, client: Any = None,
 # --- gathering ------------------------------------------------------------------
 
 
+class PaperAccount:
+    """The paper exchange's account as stored, read-only: unlike
+    :meth:`bot.paper.PaperExchange.balances` it matches no open order, so
+    looking at the status never changes what the trader will find."""
+
+    def __init__(self, db: Any, start_krw: Decimal):
+        self.db = db
+        self.start_krw = start_krw
+
+    def balances(self) -> list[Balance]:
+        from bot.storage import paper as paper_store
+        with self.db.cursor() as cur:
+            rows = paper_store.balances(cur)
+        if not any(b.currency == "KRW" for b in rows):  # the account was never opened
+            rows.insert(0, Balance("KRW", self.start_krw))
+        return rows
+
+
 def status_exchange(settings: Settings, db: Any) -> Any:
-    """The exchange to read balances from: the paper exchange, or an Upbit
-    client that gives up quickly (a status screen must not hang on Upbit)."""
+    """Where balances come from: the stored paper account, or an Upbit client
+    that gives up quickly (a status screen must not hang on Upbit)."""
     if settings.live:
         from bot.upbit import UpbitClient
         return UpbitClient(settings.upbit_api_base, settings.upbit_access_key,
                            settings.upbit_secret_key, timeout=5.0, max_retries=1,
                            backoff_base=0.2, backoff_cap=1.0)
-    from bot.exchange import make_exchange
-    return make_exchange(settings, db)
+    return PaperAccount(db, settings.paper_start_krw)
 
 
 def collect(settings: Settings, db: Any, exchange: Any, heartbeats: Mapping[str, float] | None,
@@ -377,13 +394,19 @@ def when(ts: datetime | None) -> str:
 
 
 def krw(value: Decimal | None, signed: bool = False) -> str:
-    """Whole won with thousands separators (prices under 100 KRW keep decimals)."""
+    """An amount in whole won with thousands separators: ``-1,234``."""
     if value is None:
         return "-"
-    sign = "+" if signed else ""
-    if abs(value) >= 100 or value == 0:
-        return f"{value:{sign},.0f}"
-    return f"{value:{sign},.4f}".rstrip("0").rstrip(".")
+    return f"{value:{'+' if signed else ''},.0f}"
+
+
+def price(value: Decimal | None) -> str:
+    """A price: whole won from 100 KRW up, else the decimals the tick allows."""
+    if value is None:
+        return "-"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:,.8f}".rstrip("0").rstrip(".") or "0"
 
 
 def coins(value: Decimal) -> str:
@@ -461,7 +484,7 @@ def _render_market(e: dict[str, Any]) -> list[str]:
     if c is None:
         candle = "candle   none stored"
     else:
-        candle = (f"candle   {when(c['ts'])} close {krw(c['close'])}, {age_text(c['age_s'])} old"
+        candle = (f"candle   {when(c['ts'])} close {price(c['close'])}, {age_text(c['age_s'])} old"
                   f"{'' if c['final'] else ' (in progress)'}{'  STALE' if c['stale'] else ''}")
     lines = [f"{e['market']:<10} {candle}" + ("   HALTED by the loss limit" if e["halted"]
                                               else "")]
@@ -477,7 +500,7 @@ def _render_market(e: dict[str, Any]) -> list[str]:
         lines.append(pad + "position unknown (exchange unreachable)")
     elif p["volume"] > 0:
         line = (f"position {coins(p['volume'])} {p['currency']} = {krw(p['value_krw'])} KRW,"
-                f" avg entry {krw(p['avg_entry'])}")
+                f" avg entry {price(p['avg_entry'])}")
         if p.get("unrealised") is not None:
             line += f", unrealised {krw(p['unrealised'], True)}"
         lines.append(pad + line)
@@ -486,7 +509,7 @@ def _render_market(e: dict[str, Any]) -> list[str]:
     orders = e["open_orders"]
     if orders:
         lines.append(pad + "orders   " + "; ".join(
-            f"{o['side']} {coins(o['volume'])} @ {krw(o['price'])} {o['state']} "
+            f"{o['side']} {coins(o['volume'])} @ {price(o['price'])} {o['state']} "
             f"{age_text(o['age_s'])}" for o in orders))
     else:
         lines.append(pad + "orders   none open")

@@ -96,3 +96,52 @@ def test_exchange_down_exits_1_with_a_clear_line(db, env, tmp_path):
     assert done.returncode == 1
     assert "collector.failed" in done.stderr and "market=KRW-BTC" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_collect_trade_reconcile_paper_round_trip_matches_hand_arithmetic(db, database_url,
+                                                                        tmp_path):
+    """`bot collect`, `bot trade`, `bot reconcile` as processes, on a clock 30
+    times faster; the paper account's cash, coin and fee match a hand sum."""
+    import time
+    from decimal import Decimal as D
+
+    from bot.storage import orders as order_store
+
+    epoch = time.time()
+    with FakeUpbit(speedup=30, epoch=epoch, history_minutes=400) as server:
+        minute = int(epoch // 60) * 60
+        # rising all along: every signal says buy, and each candle's low (its open, the
+        # previous close) is under a bid placed at that close * 1.0015, so it fills
+        closes = [100_000 + 300 * i for i in range(340)]
+        server.set_price_path("KRW-BTC", closes, start=minute - 300 * 60)
+        env = {"DATABASE_URL": database_url, "UPBIT_API_BASE": server.url,
+               "BOT_CLOCK_SPEEDUP": "30", "BOT_CLOCK_EPOCH": repr(epoch),
+               "BACKFILL_MAX_CANDLES": "400", "AGGRESSIVENESS": "0.0015"}
+        assert run_bot("collect", env=env, cwd=tmp_path).returncode == 0
+        done = run_bot("trade", "--json", env=env, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        decision = json.loads(done.stdout)["markets"][0]
+        assert decision["action"] == "buy", decision
+        order = decision["order"]
+        price, volume = D(order["price"]), D(order["volume"])
+        close = server.candle("KRW-BTC", decision["candle_ts"])["close"]  # e.g. 189,700
+        # close * 1.0015 rounded up to the 100 KRW tick; 1,000,000 / (price * 1.001) floored
+        assert price == (close * D("1.0015") / 100).to_integral_value("ROUND_CEILING") * 100
+        assert volume == (D(1_000_000) / (price * D("1.001"))).quantize(D("1E-8"), "ROUND_DOWN")
+        assert "decision" in done.stderr and "identifier=" in done.stderr
+        # two candles later (4 s) the bid's candle has closed below the bid: it filled
+        time.sleep(4.2)
+        assert run_bot("collect", env=env, cwd=tmp_path).returncode == 0
+        done = run_bot("reconcile", "--json", env=env, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["markets"][0]["fills"] == 1
+    row = order_store.by_identifier(db, order["identifier"])
+    assert row.state == "done"
+    funds = price * volume  # 998,000.9981
+    fee = funds * D("0.0005")
+    with db.cursor() as cur:
+        cur.execute("SELECT currency, balance, locked FROM paper_balances ORDER BY currency")
+        balances = {c: (b, lk) for c, b, lk in cur.fetchall()}
+    assert balances["KRW"] == (D(1_000_000) - funds - fee, 0)
+    assert balances["BTC"] == (volume, 0)
+    assert order_store.fills_of(db, row.id)[0][1:] == (price, volume, funds, fee)
