@@ -172,11 +172,9 @@ def count(db: Database, market: str, timeframe: str) -> int:
         return cur.fetchone()[0]
 
 
-def load_candles(db: Database, market: str, timeframe: str, *, since: datetime | None = None,
-                 until: datetime | None = None, limit: int | None = None) -> list[Candle]:
-    """Candles with ``since <= ts < until``, oldest first; with ``limit``, the
-    newest ``limit`` of them."""
-    unit = int(timeframe.rstrip("m"))
+def _range(market: str, timeframe: str, since: datetime | None,
+           until: datetime | None) -> tuple[str, list]:
+    """WHERE clause and parameters for one market's candles, since <= ts < until."""
     clauses = ["market = %s", "timeframe = %s"]
     params: list = [market, timeframe]
     if since is not None:
@@ -185,8 +183,17 @@ def load_candles(db: Database, market: str, timeframe: str, *, since: datetime |
     if until is not None:
         clauses.append("ts < %s")
         params.append(until)
-    sql = (f"SELECT market, ts, open, high, low, close, volume, quote_volume, meta"
-           f" FROM candles WHERE {' AND '.join(clauses)} ORDER BY ts DESC")
+    return " AND ".join(clauses), params
+
+
+def load_candles(db: Database, market: str, timeframe: str, *, since: datetime | None = None,
+                 until: datetime | None = None, limit: int | None = None) -> list[Candle]:
+    """Candles with ``since <= ts < until``, oldest first; with ``limit``, the
+    newest ``limit`` of them."""
+    unit = int(timeframe.rstrip("m"))
+    where, params = _range(market, timeframe, since, until)
+    sql = ("SELECT market, ts, open, high, low, close, volume, quote_volume, meta"
+           f" FROM candles WHERE {where} ORDER BY ts DESC")
     if limit is not None:
         sql += " LIMIT %s"
         params.append(limit)
@@ -217,17 +224,9 @@ def load_arrays(db: Database, market: str, timeframe: str, *, since: datetime | 
                 until: datetime | None = None) -> CandleArrays:
     """Candles ``since <= ts < until`` as float arrays, oldest first; the
     conversion happens in SQL so that no Decimal is built per value."""
-    clauses = ["market = %s", "timeframe = %s"]
-    params: list = [market, timeframe]
-    if since is not None:
-        clauses.append("ts >= %s")
-        params.append(since)
-    if until is not None:
-        clauses.append("ts < %s")
-        params.append(until)
+    where, params = _range(market, timeframe, since, until)
     sql = ("SELECT extract(epoch FROM ts)::bigint, open::float8, high::float8, low::float8,"
-           " close::float8, volume::float8 FROM candles WHERE " + " AND ".join(clauses)
-           + " ORDER BY ts")
+           f" close::float8, volume::float8 FROM candles WHERE {where} ORDER BY ts")
     with db.cursor() as cur:
         cur.execute(sql, params)
         rows = cur.fetchall()
