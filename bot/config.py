@@ -422,9 +422,21 @@ class Settings:
         return tuple(channels)
 
     def secret_values(self) -> tuple[str, ...]:
-        """Every secret setting's value (for log redaction)."""
-        return tuple(v for v in (getattr(self, s.field_name) for s in SETTINGS
-                                 if s.name in SECRET_NAMES) if v)
+        """Every secret setting's value (for log redaction). For a URL, also its
+        path and query: an HTTP library's error names only those, and a webhook's
+        path is its token."""
+        values = []
+        for s in SETTINGS:
+            value = getattr(self, s.field_name) if s.name in SECRET_NAMES else ""
+            if not value:
+                continue
+            values.append(value)
+            if "://" in value:
+                rest = value.split("://", 1)[1]
+                path = rest[rest.find("/"):] if "/" in rest else ""
+                if len(path) >= 8:
+                    values.append(path)
+        return tuple(values)
 
     def public_summary(self) -> dict[str, Any]:
         """The settings worth a start-up log line; never a secret or a DSN password."""

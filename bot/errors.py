@@ -72,7 +72,11 @@ class InsufficientFunds(InvalidOrder):
     """Not enough free KRW or coin for the order."""
 
 
-class OrderNotFound(ExchangeError):
+class NotFound(ExchangeError):
+    """Upbit knows no such thing: an unknown market ("Code not found"), ..."""
+
+
+class OrderNotFound(NotFound):
     """No order with that uuid or identifier."""
 
 

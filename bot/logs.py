@@ -191,8 +191,10 @@ def _fingerprint(fields: dict[str, Any]) -> str:
 
 
 _QUIET = ("urllib3", "kombu", "amqp", "celery.redirected", "celery.worker.strategy")
-# Celery's own task-failure lines repeat what the task.failed event says.
-_SILENT = ("celery.app.trace",)
+# Celery's own task-failure lines repeat what the task.failed event says; its
+# app-level warnings concern RabbitMQ, or a retry published after its task's
+# expiry (multi-line, once per retry; task.expired reports the drop).
+_SILENT = ("celery.app.trace", "celery.app.base")
 
 
 def set_role(role: str) -> None:

@@ -332,8 +332,7 @@ def notifier(settings: Settings) -> Callable[..., None]:
     blocks: events not in NOTIFY_EVENTS, or with no channel configured, are
     ignored; others are formatted and queued for the background sender."""
     chans = channels(settings)
-    register_secret(settings.telegram_bot_token, settings.notify_webhook_url,
-                    *(c.url for c in chans))
+    register_secret(*settings.secret_values(), *(c.url for c in chans))
     wanted = frozenset(settings.notify_events)
 
     def notify(name: str, **fields: Any) -> None:
@@ -369,8 +368,10 @@ def send_daily_summary(settings: Settings, db: Any, exchange: Any, *,
     notification of the same name; returns the summary. Raises only what
     :func:`daily_summary` raises (the database being down)."""
     report = daily_summary(settings, db, exchange, now=now)
-    event(log, "daily.summary", hours=report["hours"], realised=report["realised"],
-          fees=report["fees"], trades=report["trades"], equity=report["equity"],
+    won = Decimal(1)
+    event(log, "daily.summary", hours=report["hours"], realised=report["realised"].quantize(won),
+          fees=report["fees"].quantize(won), trades=report["trades"],
+          equity=None if report["equity"] is None else report["equity"].quantize(won),
           return_pct=report["return_pct"], buy_and_hold_pct=report["buy_and_hold_pct"],
           error=report["error"])
     (notify or notifier(settings))("daily.summary", **{k: v for k, v in report.items()

@@ -58,6 +58,9 @@ def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     entries: dict[str, dict[str, Any]] = {
         "reconcile": {"task": "reconcile", "schedule": reconcile_every,
                       "options": {"expires": _expires(reconcile_every, PERIOD)}},
+        "daily summary": {"task": "daily_summary",
+                          "schedule": parse_schedule(settings.daily_summary_schedule),
+                          "options": {"expires": 3600}},
     }
     for market in settings.markets:
         entries[f"collect {market}"] = {

@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 from bot import accounting, clock
 from bot.config import Settings
-from bot.errors import BotError, DatabaseUnavailable
+from bot.errors import BotError, DatabaseUnavailable, TemporaryError
 from bot.models import Balance
 
 ROLES = ("collector", "trader", "optimizer", "beat")
@@ -153,8 +153,10 @@ def _balances(exchange: Any) -> tuple[list[Balance] | None, str | None]:
         return list(exchange.balances()), None
     except DatabaseUnavailable:
         raise
-    except (BotError, OSError) as exc:
-        return None, f"{type(exc).__name__}: {exc}"
+    except (TemporaryError, OSError) as exc:
+        return None, f"unreachable: {type(exc).__name__}: {exc}"
+    except BotError as exc:  # it answered, with a refusal (keys, IP, permissions)
+        return None, f"refused: {type(exc).__name__}: {exc}"
 
 
 def _gather_storage(status: dict[str, Any], settings: Settings, db: Any, markets: Sequence[str],
@@ -232,11 +234,11 @@ def _gather_storage(status: dict[str, Any], settings: Settings, db: Any, markets
     status["pnl"] = _pnl_total(ledgers)
     status["account"] = _account(settings, db, balances, balance_error, closes, now)
     if balance_error is not None:
-        problems.append(f"exchange unreachable: {balance_error}")
+        problems.append(f"exchange {balance_error}")
 
 
 def daily_report(settings: Settings, db: Any, exchange: Any, *, now: datetime | None = None,
-                 hours: float = 24.0) -> dict[str, Any]:
+                 hours: float = 24) -> dict[str, Any]:
     """The last ``hours`` in numbers: realised PnL, fees and trades (per market
     and in total), equity now against the start and against buy-and-hold.
     Raises :class:`~bot.errors.DatabaseUnavailable`; an unreachable exchange
@@ -456,7 +458,7 @@ def _render_worker(role: str, w: dict[str, Any]) -> str:
 
 def _render_account(account: dict[str, Any], pnl: dict[str, Any]) -> list[str]:
     if account.get("equity") is None:
-        first = f"balances unknown: {account.get('error') or 'no exchange'}"
+        first = f"balances unknown, exchange {account.get('error') or 'not asked'}"
     else:
         first = f"equity {krw(account['equity'])} KRW"
         if account.get("return_pct") is not None:
@@ -497,7 +499,7 @@ def _render_market(e: dict[str, Any]) -> list[str]:
                      f"{d['score']:+.3f}  ({reason})")
     p = e["position"]
     if p is None:
-        lines.append(pad + "position unknown (exchange unreachable)")
+        lines.append(pad + "position unknown (no balances from the exchange)")
     elif p["volume"] > 0:
         line = (f"position {coins(p['volume'])} {p['currency']} = {krw(p['value_krw'])} KRW,"
                 f" avg entry {price(p['avg_entry'])}")

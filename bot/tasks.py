@@ -48,7 +48,8 @@ except ConfigError as _exc:
     raise SystemExit(2) from None
 
 QUEUES = {"collect": "collector_queue", "trade": "trader_queue",
-          "reconcile": "trader_queue", "optimize": "optimizer_queue"}
+          "reconcile": "trader_queue", "optimize": "optimizer_queue",
+          "daily_summary": "trader_queue"}
 ROLES = {"collector_queue": "collector", "trader_queue": "trader",
          "optimizer_queue": "optimizer"}
 
@@ -61,6 +62,7 @@ LIMITS = {  # (soft, hard) seconds
     "trade": (30.0, 40.0),
     "reconcile": (45.0, 55.0),
     "optimize": (1200.0, 1500.0),
+    "daily_summary": (60.0, 90.0),
 }
 OPTIMIZE_EXPIRES = 3 * 3600.0
 
@@ -78,6 +80,7 @@ app.conf.update(
     broker_connection_retry=True,
     broker_connection_max_retries=None,  # keep reconnecting to Redis, never crash-loop
     broker_transport_options={"visibility_timeout": 600},
+    worker_cancel_long_running_tasks_on_connection_loss=True,
     result_expires=3600,
 )
 
@@ -184,13 +187,34 @@ def optimize(self, market: str) -> dict | None:
             "version": run.weights_version}
 
 
+@app.task(name="daily_summary", acks_late=False, soft_time_limit=LIMITS["daily_summary"][0],
+          time_limit=LIMITS["daily_summary"][1])
+def daily_summary() -> dict:
+    from bot.notify import notifier, send_daily_summary
+    from bot.runtime import runtime
+    rt = runtime()
+    summary = send_daily_summary(rt.settings, rt.db, rt.exchange, notify=notifier(rt.settings))
+    return {"text": summary.get("text", "")}
+
+
 # --- worker life cycle --------------------------------------------------------
+
+
+def _role_from_argv(argv: list[str]) -> str:
+    """beat, or the roles of the ``-Q`` queues, for the very first log lines."""
+    if "beat" in argv:
+        return "beat"
+    for flag in ("-Q", "--queues"):
+        if flag in argv and argv.index(flag) + 1 < len(argv):
+            queues = argv[argv.index(flag) + 1].split(",")
+            return "+".join(ROLES.get(q, q) for q in queues)
+    return "worker"
 
 
 @signals.setup_logging.connect
 def _logging(**_: Any) -> None:
-    setup_logging(SETTINGS.log_level, SETTINGS.log_format, role="worker",
-                  secrets=(SETTINGS.upbit_access_key, SETTINGS.upbit_secret_key))
+    setup_logging(SETTINGS.log_level, SETTINGS.log_format, role=_role_from_argv(sys.argv),
+                  secrets=SETTINGS.secret_values())
 
 
 def wait_for_database(migrate_once, *, attempts: int | None = None, first: float = 1.0,
@@ -246,11 +270,27 @@ def _worker_ready(sender: Any, **_: Any) -> None:
 @signals.task_failure.connect
 def _task_failed(sender: Any = None, exception: BaseException | None = None,
                  args: Any = None, einfo: Any = None, **_: Any) -> None:
+    from bot.notify import note_failure, notifier
+    from bot.runtime import runtime
     expected = isinstance(exception, (BotError, SoftTimeLimitExceeded))
+    task = getattr(sender, "name", "?")
     # A bug gets its traceback, once; an expected failure one line.
-    event(log, "task.failed", level=logging.ERROR, task=getattr(sender, "name", "?"),
-          args=list(args or ()), error=type(exception).__name__, detail=str(exception),
+    event(log, "task.failed", level=logging.ERROR, task=task, args=list(args or ()),
+          error=type(exception).__name__, detail=str(exception),
           exc_info=None if expected or einfo is None else einfo.exc_info)
+    market = args[0] if args else None
+    with contextlib.suppress(redis.RedisError):
+        note_failure(SETTINGS, runtime().redis, notifier(SETTINGS), task, market,
+                     type(exception).__name__, str(exception))
+
+
+@signals.task_success.connect
+def _task_succeeded(sender: Any = None, **_: Any) -> None:
+    from bot.notify import note_success
+    from bot.runtime import runtime
+    args = getattr(getattr(sender, "request", None), "args", None) or ()
+    with contextlib.suppress(redis.RedisError):
+        note_success(runtime().redis, getattr(sender, "name", "?"), args[0] if args else None)
 
 
 @signals.task_revoked.connect

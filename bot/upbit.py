@@ -39,6 +39,7 @@ from bot.errors import (
     InsufficientFunds,
     InvalidOrder,
     MalformedResponse,
+    NotFound,
     OrderNotFound,
     OrderSubmitUnknown,
     RateLimited,
@@ -78,6 +79,9 @@ ERRORS_BY_NAME: dict[str, type[ExchangeError]] = {
     # local fake server's. Either way the order may exist: callers look it up.
     "duplicate_identifier": InvalidOrder,
     "order_not_found": OrderNotFound,
+    # Quotation endpoints answer an unknown market with {"name": 404, "message":
+    # "Code not found"}: not an order.
+    "404": NotFound,
     "jwt_verification": AuthError,
     "expired_access_key": AuthError,
     "nonce_used": AuthError,
@@ -91,7 +95,7 @@ ERRORS_BY_NAME: dict[str, type[ExchangeError]] = {
 ERRORS_BY_STATUS: dict[int, type[ExchangeError]] = {
     401: AuthError,
     403: AuthError,
-    404: OrderNotFound,
+    404: NotFound,
     418: Banned,
     429: RateLimited,
 }
@@ -516,7 +520,7 @@ class UpbitClient:
         else:
             delay = self._backoff(attempt)
             self._sleep(delay)
-        event(log, "upbit_retry", level=logging.WARNING, method=exc.method, path=exc.path,
+        event(log, "upbit.retry", level=logging.WARNING, method=exc.method, path=exc.path,
               status=exc.status, error=exc.name or None, attempt=attempt + 1,
               delay=round(delay, 3))
 
@@ -580,7 +584,7 @@ class UpbitClient:
         if cls is Banned:
             kwargs["retry_after"] = _retry_after(response) or DEFAULT_BAN_SECONDS
             self._banned_until = self._monotonic() + kwargs["retry_after"]
-            event(log, "upbit_banned", level=logging.WARNING, method=method, path=path,
+            event(log, "upbit.banned", level=logging.WARNING, method=method, path=path,
                   status=status, error=name or None, retry_after=kwargs["retry_after"])
         elif cls is RateLimited:
             retry_after = _retry_after(response)

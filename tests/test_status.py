@@ -16,6 +16,7 @@ from decimal import Decimal
 
 import pytest
 import redis
+import responses
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -113,9 +114,18 @@ def _collect(settings, db, exchange, clk, heartbeats=FRESH, **kw):
     return status.collect(settings, db, exchange, heartbeats, now=clk(), wall=WALL, **kw)
 
 
+def _paper_rows(db):
+    with db.cursor() as cur:
+        cur.execute("SELECT (SELECT count(*) FROM paper_balances),"
+                    " (SELECT count(*) FROM paper_orders WHERE state <> 'wait')")
+        return cur.fetchone()
+
+
 def test_empty_database(db, database_url):
-    settings, clk, exchange, _ = _paper(db, database_url)
+    settings, clk, _, _ = _paper(db, database_url)
+    exchange = status.status_exchange(settings, db)  # the stored paper account, read only
     got = _collect(settings, db, exchange, clk, heartbeats={})
+    assert _paper_rows(db) == (0, 0)
     assert got["ok"] is False
     assert got["problems"] == ["KRW-BTC: no candles stored"] + [
         f"{role}: no heartbeat recorded" for role in status.ROLES]
@@ -136,15 +146,19 @@ def test_healthy_screen_answers_is_it_working_and_am_i_making_money(db, database
                                           OPTIMIZE_CANDIDATES="30")
     falling = _buy_then_sell_order(db, ctx, clk)
     run = optimize_market(settings, db, M, now=clk, seed=1, days=1)
-    got = _collect(settings, db, exchange, clk)
+    last = falling[-1] - 300
+    store_closes(db, M, falling + [last], spread="1000")  # a candle that would fill the ask
+    settled = _paper_rows(db)
+    got = _collect(settings, db, status.status_exchange(settings, db), clk)
+    assert _paper_rows(db) == settled  # looking did not fill the paper order
     assert got["ok"] is True and got["problems"] == []
     (m,) = got["markets"]
-    assert m["candle"]["ts"] == T0 + timedelta(minutes=len(falling) - 1)
-    assert m["candle"]["age_s"] == 61.0 and not m["candle"]["stale"]
+    assert m["candle"]["ts"] == T0 + timedelta(minutes=len(falling))
+    assert m["candle"]["age_s"] == 1.0 and not m["candle"]["stale"]
     assert m["decision"]["action"] == "sell" and m["decision"]["score"] < 0
     assert m["position"]["volume"] == D("6.24375624")
     assert m["position"]["avg_entry"] == D("160000")
-    assert m["position"]["value_krw"] == D("6.24375624") * falling[-1]
+    assert m["position"]["value_krw"] == D("6.24375624") * last
     (order,) = m["open_orders"]
     assert order["side"] == "ask" and order["state"] == "wait" and order["age_s"] == 0
     buy_funds = D("160000") * D("6.24375624")
@@ -154,10 +168,10 @@ def test_healthy_screen_answers_is_it_working_and_am_i_making_money(db, database
     account = got["account"]
     cash = D("1000000") - buy_funds * D("1.0005")
     assert account["krw"] == cash
-    assert account["equity"] == cash + D("6.24375624") * falling[-1]
+    assert account["equity"] == cash + D("6.24375624") * last
     assert account["since"] == T0 + timedelta(minutes=199)
     # buy-and-hold from the first decision's close (159,700) to the last close
-    held = D("1000000") * D("0.9995") * falling[-1] / 159_700
+    held = D("1000000") * D("0.9995") * last / 159_700
     assert account["buy_and_hold_pct"] == round(float((held / 1_000_000 - 1) * 100), 3)
     assert account["return_pct"] < 0
     assert all(w["ok"] for w in got["workers"].values())
@@ -218,9 +232,22 @@ def test_live_exchange_out_of_reach_is_a_problem_not_a_crash(db, database_url):
     assert problem.startswith("exchange unreachable: ExchangeTemporaryError")
     assert got["markets"][0]["position"] is None
     screen = status.render(got)
-    assert "mode LIVE" in screen and "balances unknown: ExchangeTemporaryError" in screen
-    assert "position unknown (exchange unreachable)" in screen
+    assert "mode LIVE" in screen
+    assert "balances unknown, exchange unreachable: ExchangeTemporaryError" in screen
+    assert "position unknown (no balances from the exchange)" in screen
     assert "sk-status-secret" not in screen
+
+
+@responses.activate
+def test_live_exchange_refusing_the_keys_is_a_problem(db, database_url):
+    responses.get("https://api.upbit.test/v1/accounts", status=401, json={
+        "error": {"name": "invalid_access_key", "message": "unknown access key"}})
+    settings = make_settings(database_url, TRADING_MODE="live", UPBIT_ACCESS_KEY="ak-status",
+                             UPBIT_SECRET_KEY="sk-status-secret")
+    got = status.collect(settings, db, status.status_exchange(settings, db), FRESH,
+                         now=T0, wall=WALL)
+    assert got["problems"][-1].startswith("exchange refused: AuthError")
+    assert "invalid_access_key" in got["problems"][-1]
 
 
 def test_database_or_redis_out_of_reach(database_url):

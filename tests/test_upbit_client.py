@@ -25,6 +25,7 @@ from bot.errors import (
     InsufficientFunds,
     InvalidOrder,
     MalformedResponse,
+    NotFound,
     OrderNotFound,
     OrderSubmitUnknown,
     RateLimited,
@@ -158,6 +159,15 @@ def test_a_non_json_page_then_a_good_one(server: responses.RequestsMock,
     server.get(CANDLES, json=[candle_json(1)])
     assert len(client.candles("KRW-BTC")) == 1
     assert len(clock.sleeps) == 1
+
+
+def test_an_unknown_market_is_not_found_not_an_order_error(server: responses.RequestsMock,
+                                                          client: UpbitClient) -> None:
+    server.get(CANDLES, status=404, json={"error": {"name": 404, "message": "Code not found"}})
+    with pytest.raises(NotFound) as caught:
+        client.candles("KRW-NOPE")
+    assert not isinstance(caught.value, OrderNotFound)
+    assert caught.value.status == 404 and "Code not found" in str(caught.value)
 
 
 # --- other public endpoints ------------------------------------------------
@@ -306,7 +316,7 @@ def test_place_limit_order_refuses_bad_arguments(client: UpbitClient) -> None:
     ("out_of_scope", 401, AuthError),
     ("something_new", 401, AuthError),
     ("something_new", 403, AuthError),
-    ("something_new", 404, OrderNotFound),
+    ("something_new", 404, NotFound),
     ("something_new", 400, ExchangeError),
 ])
 @pytest.mark.parametrize("method", ["GET", "POST"])
@@ -350,7 +360,7 @@ def test_500_then_success(server: responses.RequestsMock, client: UpbitClient,
     with caplog.at_level(logging.WARNING, logger="bot.upbit"):
         assert len(client.candles("KRW-BTC")) == 1
     assert len(server.calls) == 2 and len(clock.sleeps) == 1
-    (record,) = [r for r in caplog.records if getattr(r, "event", "") == "upbit_retry"]
+    (record,) = [r for r in caplog.records if getattr(r, "event", "") == "upbit.retry"]
     fields = record.fields  # type: ignore[attr-defined]
     assert fields["method"] == "GET" and fields["path"] == "/v1/candles/minutes/1"
     assert fields["status"] == 502
