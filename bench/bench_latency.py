@@ -90,7 +90,7 @@ STAGE_TITLES = {
     "order_post": "order POST at the exchange",
     "order_sent_at": "order accepted (orders.sent_at)",
 }
-EVENTS = ("task.skipped", "task.retry", "task.failed", "task.expired", "upbit_retry",
+EVENTS = ("task.skipped", "task.retry", "task.failed", "task.expired", "upbit.retry",
           "order.rejected", "order.unknown", "collector.gap_not_closed")
 _BEAT_SEND = re.compile(r"Sending due task (\w+) (KRW-\w+)")
 

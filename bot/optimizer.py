@@ -53,7 +53,8 @@ class OptimizeRun:
 
 def current_weights(settings: Settings, db: Database, market: str) -> tuple[dict[str, float],
                                                                           int | None]:
-    """The weights the trader uses now for ``market`` and their version."""
+    """The weights the trader uses now for ``market`` (normalised) and their
+    version: the newest adopted ones, else WEIGHTS (empty: equal), version None."""
     row = weight_store.current(db, market)
     if row is not None:
         return strategies.normalise_weights(row.weights), row.version

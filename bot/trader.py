@@ -31,11 +31,11 @@ from bot.lifecycle import TradeContext, reconcile_market, send_order
 from bot.logs import event
 from bot.models import Balance
 from bot.money import floor_volume, fmt, round_price
+from bot.optimizer import current_weights
 from bot.storage import candles as candle_store
 from bot.storage import decisions as decision_store
 from bot.storage import equity as equity_store
 from bot.storage import orders as order_store
-from bot.storage import weights as weight_store
 
 log = logging.getLogger("bot.trader")
 
@@ -94,13 +94,6 @@ def plan_sell(coin_free: Decimal, close: Decimal, *, aggressiveness: Decimal,
         return (f"sell below the minimum order: {fmt(price * volume)} KRW <"
                 f" {fmt(min_order_krw)} KRW")
     return OrderPlan("ask", price, volume)
-
-
-def _weights_for(ctx: TradeContext, market: str) -> tuple[dict[str, float], int | None]:
-    row = weight_store.current(ctx.db, market)
-    if row is not None:
-        return strategies.normalise_weights(row.weights), row.version
-    return strategies.normalise_weights(dict(ctx.settings.weights)), None
 
 
 def _latest_closes(ctx: TradeContext, balances: list[Balance], market: str,
@@ -194,7 +187,7 @@ def trade_market(ctx: TradeContext, market: str) -> TradeOutcome:
         return TradeOutcome(market, "already_decided", newest.ts,
                             reason="this candle was already decided")
 
-    weights, version = _weights_for(ctx, market)
+    weights, version = current_weights(ctx.settings, ctx.db, market)
     balances = ctx.exchange.balances()
     coin = market.split("-", 1)[1]
     close = newest.close
