@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from bot import search as optimizer
-from bot.backtest import BacktestParams, evaluate_batch, prepare, run_backtest
+from bot.backtest import BacktestParams, prepare, run_backtest
+from bot.batch import evaluate_batch
 from bot.storage.candles import CandleArrays
 
 YEAR, MONTH = 525_600, 43_200

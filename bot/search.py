@@ -29,7 +29,7 @@ vertices (one signal alone), the 15 two-signal midpoints, then Dirichlet
 samples, half uniform over the simplex (alpha 1), half sparse (alpha 0.25,
 near faces: few signals). Refine (the rest): Dirichlet samples concentrated
 around the 10 best so far. All are scored by
-:func:`bot.backtest.evaluate_batch` (an approximation); the 5 best are
+:func:`bot.batch.evaluate_batch` (an approximation); the 5 best are
 re-scored with the exact engine, :func:`bot.backtest.run_backtest`, and the
 best exact objective wins.
 
@@ -71,10 +71,10 @@ from bot.backtest import (
     CandleSeries,
     Prepared,
     bars_per_year,
-    evaluate_batch,
     prepare,
     run_backtest,
 )
+from bot.batch import evaluate_batch
 from bot.config import SIGNAL_NAMES
 from bot.storage.candles import CandleArrays
 

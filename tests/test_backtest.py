@@ -16,6 +16,7 @@ from hypothesis import strategies as hs
 
 from bot import backtest as bt
 from bot import strategies as st
+from bot.batch import evaluate_batch as batch_eval
 from bot.config import SIGNAL_NAMES, load_settings
 from bot.money import KRW_TICKS, floor_volume
 from bot.storage.candles import CandleArrays
@@ -313,7 +314,7 @@ def test_batch_agrees_with_exact_engine():
     rng = np.random.default_rng(5)
     matrix = np.vstack([np.eye(6), np.ones(6), rng.dirichlet(np.ones(6), 9),
                         rng.dirichlet(np.full(6, 0.3), 9)])
-    batch = bt.evaluate_batch(prep, matrix, params)
+    batch = batch_eval(prep, matrix, params)
     traded = 0
     for i, row in enumerate(matrix):
         exact = bt.run_backtest(prep, dict(zip(SIGNAL_NAMES, row, strict=True)), params)
@@ -330,8 +331,8 @@ def test_batch_agrees_with_exact_engine():
 def test_batch_chunking_and_threads_do_not_change_results():
     series = random_walk(1200, 3)
     matrix = np.random.default_rng(1).dirichlet(np.ones(6), 300)
-    one = bt.evaluate_batch(series, matrix, DEFAULT)
-    many = bt.evaluate_batch(series, matrix, DEFAULT, chunk=64, block=100, threads=2)
+    one = batch_eval(series, matrix, DEFAULT)
+    many = batch_eval(series, matrix, DEFAULT, chunk=64, block=100, threads=2)
     assert many.fills.tolist() == one.fills.tolist()
     np.testing.assert_allclose(many.total_return, one.total_return, rtol=1e-5, atol=1e-9)
     np.testing.assert_allclose(many.sharpe, one.sharpe, rtol=1e-4, atol=1e-6)
@@ -339,7 +340,7 @@ def test_batch_chunking_and_threads_do_not_change_results():
 
 def test_batch_rejects_bad_weights():
     with pytest.raises(ValueError):
-        bt.evaluate_batch(random_walk(300, 1), np.zeros((2, 6)), DEFAULT)
+        batch_eval(random_walk(300, 1), np.zeros((2, 6)), DEFAULT)
 
 
 # --- CSV -----------------------------------------------------------------------------
