@@ -1,0 +1,68 @@
+"""The Celery wiring: routes, delivery options, time limits and Beat's
+schedule built from the settings."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from celery.schedules import crontab, schedule
+
+from bot import scheduler, tasks
+from bot.scheduler import build_beat_schedule, parse_schedule
+from tests.conftest import make_settings
+
+
+def test_tasks_are_routed_to_their_queues():
+    routes = tasks.app.conf.task_routes
+    assert routes["collect"]["queue"] == "collector_queue"
+    assert routes["trade"]["queue"] == routes["reconcile"]["queue"] == "trader_queue"
+    assert routes["optimize"]["queue"] == "optimizer_queue"
+    assert tasks.app.conf.worker_prefetch_multiplier == 1
+
+
+def test_only_idempotent_tasks_are_acked_late():
+    for task in (tasks.collect, tasks.trade, tasks.reconcile):
+        assert task.acks_late and task.reject_on_worker_lost
+    assert not tasks.optimize.acks_late
+
+
+def test_every_task_has_time_limits_and_retries_only_temporary_errors():
+    from bot.errors import TemporaryError
+    for task in (tasks.collect, tasks.trade, tasks.reconcile, tasks.optimize):
+        assert 0 < task.soft_time_limit < task.time_limit
+        assert task.autoretry_for == (TemporaryError,)
+        assert task.retry_backoff and task.max_retries >= 1
+
+
+def test_parse_schedule():
+    every = parse_schedule("30")
+    assert isinstance(every, schedule) and every.run_every == timedelta(seconds=30)
+    cron = parse_schedule("5 0 * * *")
+    assert isinstance(cron, crontab)
+    assert cron.minute == {5} and cron.hour == {0}
+
+
+def test_beat_schedule_has_an_entry_per_market_and_every_entry_expires():
+    settings = make_settings(MARKETS="KRW-BTC,KRW-ETH", COLLECT_SCHEDULE="* * * * *",
+                             TRADE_SCHEDULE="20", OPTIMIZE_SCHEDULE="5 0 * * *")
+    entries = build_beat_schedule(settings)
+    assert {f"{job} {m}" for job in ("collect", "trade", "optimize")
+            for m in ("KRW-BTC", "KRW-ETH")} | {"reconcile", "daily summary"} == set(entries)
+    assert entries["collect KRW-ETH"]["args"] == ("KRW-ETH",)
+    for name, entry in entries.items():
+        assert entry["options"]["expires"] > 0, name
+    # a trade not consumed within its period is dropped, not run late
+    assert entries["trade KRW-BTC"]["options"]["expires"] == min(20.0, tasks.PERIOD)
+    assert entries["collect KRW-BTC"]["options"]["expires"] == tasks.PERIOD
+    assert entries["optimize KRW-BTC"]["options"]["expires"] == 3 * 3600
+    assert scheduler.app is tasks.app
+
+
+def test_overdue_crontab_runs_once_after_downtime():
+    """Beat sends an overdue entry once, then waits for the next slot: no burst."""
+    from datetime import UTC, datetime
+    cron = crontab(minute="*")
+    now = datetime(2026, 1, 1, 12, 0, 30, tzinfo=UTC)
+    cron.nowfun = lambda: now
+    due, next_in = cron.is_due(now - timedelta(hours=5))  # last run 5 hours ago
+    assert due and 0 < next_in <= 60
