@@ -132,6 +132,9 @@ class Bench:
             self.procs.start(name, worker_args("collector_queue", f"collector{k}@bench",
                                                concurrency))
         self.procs.wait_ready(self.collectors)
+        # Warm every pool process (imports, database and HTTP connections), unmeasured.
+        self.send(self.markets[:processes * concurrency * 2])
+        time.sleep(3.0)
 
     def stop_collectors(self) -> None:
         for name in self.collectors:
