@@ -34,7 +34,7 @@ def children(python: str = sys.executable, schedule_file: str = "celerybeat-sche
         Child("beat", (*celery, "-A", "bot.scheduler", "beat", "-s", schedule_file, "-l",
                        loglevel)),
         Child("collector", (*celery, "-A", "bot.tasks", *worker, "-Q", "collector_queue",
-                            "-n", "collector@%h", "-c", "2")),
+                            "-n", "collector@%h", "-c", "1")),
         Child("trader", (*celery, "-A", "bot.tasks", *worker, "-Q", "trader_queue",
                          "-n", "trader@%h", "-c", "2")),
         Child("optimizer", (*celery, "-A", "bot.tasks", *worker, "-Q", "optimizer_queue",

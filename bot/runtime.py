@@ -75,8 +75,10 @@ class Runtime:
     node = f"{socket.gethostname()}-{os.getpid()}"
 
     @contextlib.contextmanager
-    def market_lock(self, job: str, market: str, ttl: float = LOCK_TTL) -> Iterator[None]:
-        """Hold ``job``'s lock for ``market`` or raise :class:`LockBusy` at once.
+    def market_lock(self, job: str, market: str, ttl: float = LOCK_TTL,
+                    wait: float = 0.0) -> Iterator[None]:
+        """Hold ``job``'s lock for ``market``, waiting up to ``wait`` seconds
+        for it, or raise :class:`LockBusy`.
 
         The lock lives ``ttl`` seconds and is renewed while the holder runs,
         so a killed holder frees it within ``ttl``; its value names this
@@ -84,7 +86,9 @@ class Runtime:
         its previous life held (:meth:`release_own_locks`)."""
         key = f"{LOCK_PREFIX}{job}:{market}"
         try:
-            lock = self.redis.lock(key, timeout=ttl, blocking=False)
+            lock = self.redis.lock(key, timeout=ttl, blocking=wait > 0,
+                                   blocking_timeout=wait or None, sleep=0.05,
+                                   thread_local=False)  # the renewing thread needs the token
             acquired = lock.acquire(token=f"{self.node}:{uuid.uuid4().hex}")
         except redis.RedisError as exc:
             raise RedisUnavailable(f"redis unavailable: {exc}") from None

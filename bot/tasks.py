@@ -88,12 +88,19 @@ _RETRY = {"autoretry_for": (TemporaryError,), "retry_backoff": 2, "retry_backoff
           "retry_jitter": True}
 
 
+# Trade and reconcile share a market's "orders" lock and both come at :00, so
+# they wait their turn briefly (a pass takes well under a second) instead of
+# skipping: a skipped collector-triggered trade could leave a candle undecided.
+LOCK_WAIT = {"trade": 10.0, "reconcile": 10.0}
+
+
 def _run_locked(lock: str, market: str, task: str, func, *args: Any) -> Any:
     """Run ``func`` holding the market's ``lock``; skip (None) when another
-    run holds it (a killed holder's lock expires within LOCK_TTL)."""
+    run still holds it after LOCK_WAIT (a killed holder's lock expires
+    within LOCK_TTL)."""
     from bot.runtime import LockBusy, runtime
     try:
-        with runtime().market_lock(lock, market):
+        with runtime().market_lock(lock, market, wait=LOCK_WAIT.get(task, 0.0)):
             return func(*args)
     except LockBusy as exc:
         event(log, "task.skipped", task=task, market=market, reason=str(exc))

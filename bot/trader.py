@@ -1,8 +1,10 @@
 """The trader job: one decision per market per closed candle, and at most one
 order for it.
 
-A pass for a market: reconcile its orders (so the position is current), load
-the last 200 closed candles, refuse stale or unconfirmed data, decide with
+A pass for a market: load the last 200 closed candles, refuse stale or
+unconfirmed data and candles already decided (cheaply: Beat's fallback trade
+mostly ends here), reconcile the market's orders (so the position is
+current), decide with
 :func:`bot.strategies.decide`, apply the risk controls, then write the
 decision and the order (state ``new``) in one transaction and send the order
 (:func:`bot.lifecycle.send_order`). The decision row is unique per market and
@@ -169,7 +171,6 @@ def _skip(market: str, reason: str, candle_ts: datetime | None = None,
 def trade_market(ctx: TradeContext, market: str) -> TradeOutcome:
     """One decision pass for one market (see the module docstring)."""
     s = ctx.settings
-    reconcile_market(ctx, market, adopt_unknown=False)
     now = ctx.now()
     period = ctx.period
     window = candle_store.load_candles(ctx.db, market, s.timeframe,
@@ -184,8 +185,14 @@ def trade_market(ctx: TradeContext, market: str) -> TradeOutcome:
     if not newest.meta.get("final"):
         return _skip(market, "newest candle not confirmed closed yet", newest.ts)
     if decision_store.exists(ctx.db, market, newest.ts):
+        # A retried or redelivered task: finish sending what that decision wrote.
+        if any(o.exchange_uuid is None for o in order_store.active(ctx.db, ctx.mode, market)):
+            reconcile_market(ctx, market, adopt_unknown=False)
         return TradeOutcome(market, "already_decided", newest.ts,
                             reason="this candle was already decided")
+    # Take the exchange's view of this market's orders first, so that
+    # "holding" and "an order is open" are current.
+    reconcile_market(ctx, market, adopt_unknown=False)
 
     weights, version = current_weights(ctx.settings, ctx.db, market)
     balances = ctx.exchange.balances()
