@@ -30,10 +30,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import psycopg2
-
 # tests.fakeupbit lives in the repository, not in the installed package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from daemon_support import admin, dsn_for  # noqa: E402
 
 from bot import collector  # noqa: E402
 from bot.storage import Database  # noqa: E402
@@ -47,21 +47,6 @@ CANDLES_PATH = "/v1/candles/minutes/1"
 DEFAULT_ADMIN_DSN = os.environ.get("BENCH_PG_ADMIN_DSN", os.environ.get(
     "TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"))
 TARGET_RATIO = 1.10
-
-
-def _admin(admin_dsn: str, sql: str) -> None:
-    conn = psycopg2.connect(admin_dsn)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
-
-
-def _dsn_for(admin_dsn: str, name: str) -> str:
-    base, _, _ = admin_dsn.rpartition("/")
-    return f"{base}/{name}"
 
 
 class _Timed:
@@ -99,8 +84,8 @@ def _max_in_window(times: Sequence[float], window: float = 1.0) -> int:
 def run(days: float, rate_limit: int, admin_dsn: str, *, pages_per_write: int | None = None,
         copy_threshold: int | None = None, quiet: bool = False, say=print) -> dict[str, object]:
     name = f"bench_backfill_{os.getpid()}"
-    _admin(admin_dsn, f"CREATE DATABASE {name}")
-    db = Database(_dsn_for(admin_dsn, name))
+    admin(admin_dsn, f"CREATE DATABASE {name}")
+    db = Database(dsn_for(admin_dsn, name))
     upsert = _Timed(store.upsert_candles)
     sleep = _Timed(time.sleep)
     original_upsert, original_threshold = store.upsert_candles, store.COPY_THRESHOLD
@@ -128,7 +113,7 @@ def run(days: float, rate_limit: int, admin_dsn: str, *, pages_per_write: int | 
     finally:
         store.upsert_candles, store.COPY_THRESHOLD = original_upsert, original_threshold
         db.close()
-        _admin(admin_dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin(admin_dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     requests = result.requests
     # Every candle from ``now - days`` on: one per minute (the history has no gaps).
     expected = round(days * 24 * 60)

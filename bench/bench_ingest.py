@@ -39,6 +39,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import psycopg2
+from daemon_support import admin, dsn_for
 
 from bot.models import Candle
 from bot.storage import Database
@@ -110,21 +111,6 @@ def run_path(db: Database, path: str, batch: Sequence[Candle]) -> store.UpsertRe
 
 
 # --- database ---------------------------------------------------------------------------
-
-
-def _admin(admin_dsn: str, sql: str) -> None:
-    conn = psycopg2.connect(admin_dsn)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
-
-
-def _dsn_for(admin_dsn: str, name: str) -> str:
-    base, _, _ = admin_dsn.rpartition("/")
-    return f"{base}/{name}"
 
 
 def _truncate(db: Database) -> None:
@@ -323,8 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(text, file=sys.stderr if args.json else sys.stdout, flush=True)
 
     name = f"bench_ingest_{os.getpid()}"
-    _admin(args.admin_dsn, f"CREATE DATABASE {name}")
-    db = Database(_dsn_for(args.admin_dsn, name))
+    admin(args.admin_dsn, f"CREATE DATABASE {name}")
+    db = Database(dsn_for(args.admin_dsn, name))
     try:
         migrate(db)
         info = {**machine(), **server_info(db)}
@@ -334,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                  if args.small_sizes else [])
     finally:
         db.close()
-        _admin(args.admin_dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin(args.admin_dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     rows += small
     values_paths = [p for p in args.small_paths if p.startswith("values:")]
     threshold = (crossover(rows, values_paths[0])
