@@ -33,7 +33,7 @@ from pathlib import Path
 # tests.fakeupbit lives in the repository, not in the installed package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from daemon_support import admin, dsn_for  # noqa: E402
+from daemon_support import admin, dsn_for, max_in_window  # noqa: E402
 
 from bot import collector  # noqa: E402
 from bot.storage import Database  # noqa: E402
@@ -69,16 +69,6 @@ class _Timed:
                 self.seconds += spent
                 self.calls += 1
                 self.longest = max(self.longest, spent)
-
-
-def _max_in_window(times: Sequence[float], window: float = 1.0) -> int:
-    """The most arrivals within any ``window`` seconds (the server's view)."""
-    best, lo = 0, 0
-    for hi, moment in enumerate(times):
-        while moment - times[lo] >= window:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
 
 
 def run(days: float, rate_limit: int, admin_dsn: str, *, pages_per_write: int | None = None,
@@ -135,7 +125,7 @@ def run(days: float, rate_limit: int, admin_dsn: str, *, pages_per_write: int | 
         "requests_per_sec": round(requests / wall, 3),
         "http_429": stats.statuses.get(429, 0) if stats else 0,
         "statuses": dict(stats.statuses) if stats else {},
-        "max_requests_in_any_second": _max_in_window(arrivals),
+        "max_requests_in_any_second": max_in_window(arrivals),
         "candles_expected": expected,
         "candles_stored": stored,
         "inserted": result.inserted,
