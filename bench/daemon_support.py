@@ -28,27 +28,14 @@ if str(ROOT) not in sys.path:
     # tests.fakeupbit and tests.e2e_support live in the repository, not in the package.
     sys.path.insert(0, str(ROOT))
 
+from tests.e2e_support import admin, dsn_for  # noqa: E402, F401 (re-exported for the benches)
+
 DEFAULT_ADMIN_DSN = os.environ.get("BENCH_PG_ADMIN_DSN", os.environ.get(
     "TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"))
 ACCESS_KEY, SECRET_KEY = "bench-access-key", "bench-secret-key-" * 4
 
 
 # --- database -------------------------------------------------------------------------
-
-
-def admin(admin_dsn: str, sql: str) -> None:
-    conn = psycopg2.connect(admin_dsn)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
-
-
-def dsn_for(admin_dsn: str, name: str) -> str:
-    base, _, _ = admin_dsn.rpartition("/")
-    return f"{base}/{name}"
 
 
 @contextlib.contextmanager

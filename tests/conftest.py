@@ -8,30 +8,23 @@ import os
 import uuid
 from collections.abc import Iterator, Mapping
 
-import psycopg2
 import pytest
 
 from bot.config import Settings, load_settings
 from bot.storage import Database
 from bot.storage.migrate import migrate
+from tests import e2e_support
 
 PG_ADMIN_DSN = os.environ.get("TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
 
 def _admin(sql: str) -> None:
-    conn = psycopg2.connect(PG_ADMIN_DSN)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
+    e2e_support.admin(PG_ADMIN_DSN, sql)
 
 
 def dsn_for(name: str) -> str:
-    base, _, _ = PG_ADMIN_DSN.rpartition("/")
-    return f"{base}/{name}"
+    return e2e_support.dsn_for(PG_ADMIN_DSN, name)
 
 
 @pytest.fixture(scope="session")

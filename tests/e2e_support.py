@@ -16,7 +16,26 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import psycopg2
+
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def admin(admin_dsn: str, sql: str) -> None:
+    """Run one statement (CREATE/DROP DATABASE) outside a transaction."""
+    conn = psycopg2.connect(admin_dsn)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        conn.close()
+
+
+def dsn_for(admin_dsn: str, name: str) -> str:
+    """The DSN of database ``name`` on the admin DSN's server."""
+    base, _, _ = admin_dsn.rpartition("/")
+    return f"{base}/{name}"
 
 
 def free_port() -> int:
