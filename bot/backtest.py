@@ -9,7 +9,6 @@ Public API (small, like backtesting.py's ``Backtest.run()``):
 * :func:`prepare` - the weight-independent part, reusable (also by
   :func:`bot.batch.evaluate_batch`, many weight vectors at once for the
   optimizer);
-* :func:`load_csv` - DESIGN.md's CSV format (``ts,open,high,low,close,volume``);
 * :func:`limit_price` / :func:`limit_prices` - the order price, exact and
   vectorised.
 
@@ -37,21 +36,17 @@ the settings object it is given).
 from __future__ import annotations
 
 import bisect
-import csv
 import math
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 
 from bot import strategies as st
-from bot.money import KRW_TICKS, floor_volume, round_price
-from bot.storage.candles import CandleArrays
+from bot.money import AGGRESSIVENESS_DECIMALS, KRW_TICKS, floor_volume, round_price
 
 BUY, HOLD, SELL = 1, 0, -1  # values of BacktestResult.actions
 ACTION_NAMES = {BUY: "buy", HOLD: "hold", SELL: "sell"}
@@ -96,6 +91,9 @@ class BacktestParams:
         for name, ok, allowed in checks:
             if not ok:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be {allowed}")
+        if _decimals(self.aggressiveness) > AGGRESSIVENESS_DECIMALS:
+            raise ValueError(f"aggressiveness={self.aggressiveness!r} must have at most "
+                             f"{AGGRESSIVENESS_DECIMALS} decimals")
 
     @classmethod
     def from_settings(cls, settings: Any) -> BacktestParams:
@@ -106,6 +104,11 @@ class BacktestParams:
                    fee_rate=float(settings.fee_rate), fee_buffer=float(settings.fee_buffer),
                    min_order_krw=float(settings.min_order_krw),
                    cash=float(settings.paper_start_krw))
+
+
+def _decimals(value: float) -> int:
+    exponent = _dec(value).as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
 
 
 def _dec(value: float) -> Decimal:
@@ -123,10 +126,16 @@ _BAND_TICK = np.array([float(tick) for _, tick in reversed(KRW_TICKS)])
 _BAND_MUL = np.array([float(t) if t >= 1 else 1.0 for _, t in reversed(KRW_TICKS)])
 _BAND_DIV = np.array([1.0 if t >= 1 else float(1 / t) for _, t in reversed(KRW_TICKS)])
 _BAND_TICK_DEC = tuple(tick for _, tick in reversed(KRW_TICKS))
-# A float price this close to a tick multiple (in ticks) is on it: float error
-# is ~1e-11 ticks at BTC prices, while a tick-aligned close times (1 +/- a)
-# lands at least ~1e-7 ticks away from a multiple when it is not on one.
+# Valid domain of the float rounding, checked by BacktestParams and the
+# AGGRESSIVENESS setting: a close on its tick times (1 +/- a), with ``a`` of at
+# most AGGRESSIVENESS_DECIMALS decimals, is either a tick multiple or at least
+# 1e-7 ticks away from one (tick ratios between bands are 1, 2, 5 or 10). The
+# float error of that product is a few ulps, below _REL_SNAP ticks per tick of
+# price, so snapping within max(_SNAP, q * _REL_SNAP) ticks is exact while
+# q * _REL_SNAP < 1e-7, that is for prices below MAX_EXACT_PRICE.
 _SNAP = 1e-9
+_REL_SNAP = 4e-15
+MAX_EXACT_PRICE = 2e10
 
 Side = Literal["bid", "ask"]
 
@@ -149,7 +158,8 @@ def _tick_units(price: np.ndarray, up: bool) -> tuple[np.ndarray, np.ndarray]:
     np.maximum(band, 0, out=band)
     q = price / _BAND_TICK[band]
     nearest = np.rint(q)
-    units = np.where(np.abs(q - nearest) <= _SNAP, nearest, np.ceil(q) if up else np.floor(q))
+    near = np.abs(q - nearest) <= np.maximum(_SNAP, q * _REL_SNAP)
+    units = np.where(near, nearest, np.ceil(q) if up else np.floor(q))
     np.maximum(units, 1.0, out=units)  # round_price never rounds down to zero
     return units, band.astype(np.int8)
 
@@ -160,7 +170,9 @@ def _price_of(units: np.ndarray, band: np.ndarray) -> np.ndarray:
 
 def limit_prices(close: np.ndarray, aggressiveness: float, side: Side) -> np.ndarray:
     """Vectorised :func:`limit_price` as floats: equal to
-    ``float(limit_price(c, a, side))`` for every close on the price tick."""
+    ``float(limit_price(c, a, side))`` for every close on the price tick below
+    MAX_EXACT_PRICE KRW, for an aggressiveness of at most
+    AGGRESSIVENESS_DECIMALS decimals (the domain BacktestParams enforces)."""
     c = np.asarray(close, dtype=np.float64)
     factor = 1.0 + aggressiveness if side == "bid" else 1.0 - aggressiveness
     units, band = _tick_units(c * factor, up=side == "bid")
@@ -430,6 +442,7 @@ class BacktestResult:
 
     ARRAYS = ("equity", "actions", "holding", "scores", "buy_bars", "buy_prices", "sell_bars",
               "sell_prices")
+    MONEY = ("final_equity", "fees")  # KRW amounts: decimal strings in --json
 
     def to_dict(self, arrays: bool = False) -> dict[str, Any]:
         """The JSON object: scalar fields; with ``arrays=True`` the per-bar and
@@ -528,57 +541,3 @@ def run_backtest(candles: CandleSeries | Prepared, weights: Mapping[str, float] 
         sell_bars=np.array([f.bar for f in sells], dtype=np.int64),
         sell_prices=np.array([float(f.price) for f in sells]),
     )
-
-
-# --- CSV ------------------------------------------------------------------------------
-
-CSV_COLUMNS = ("ts", "open", "high", "low", "close", "volume")
-
-
-def _parse_ts(text: str) -> int:
-    text = text.strip()
-    if text.isdigit():  # epoch seconds are unambiguous too
-        return int(text)
-    value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    if value.tzinfo is None:  # the CSV contract says UTC
-        value = value.replace(tzinfo=UTC)
-    return int(value.timestamp())
-
-
-def _parse_row(row: dict[str, str]) -> tuple[int, float, float, float, float, float]:
-    ts = _parse_ts(row["ts"])
-    o, h, lo, c, v = (float(row[name]) for name in CSV_COLUMNS[1:])
-    if not all(math.isfinite(x) and x > 0 for x in (o, h, lo, c)):
-        raise ValueError("prices must be finite and positive")
-    if not (math.isfinite(v) and v >= 0):
-        raise ValueError("volume must be finite and >= 0")
-    if not lo <= min(o, c) <= max(o, c) <= h:
-        raise ValueError("need low <= open, close <= high")
-    return ts, o, h, lo, c, v
-
-
-def load_csv(path: str | os.PathLike[str]) -> CandleArrays:
-    """Candles from a CSV with a header naming ``ts,open,high,low,close,volume``
-    (any order, extra columns ignored), ``ts`` ISO-8601 UTC, oldest first.
-    A bad row raises ``ValueError`` naming the file and line."""
-    rows: list[tuple[int, float, float, float, float, float]] = []
-    with Path(path).open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: line 1: missing columns {', '.join(missing)}")
-        for row in reader:
-            line = reader.line_num
-            try:
-                parsed = _parse_row(row)
-            except (ValueError, TypeError) as exc:
-                raise ValueError(f"{path}: line {line}: {exc}") from None
-            if rows and parsed[0] <= rows[-1][0]:
-                raise ValueError(f"{path}: line {line}: ts must increase (oldest first)")
-            rows.append(parsed)
-    if not rows:
-        raise ValueError(f"{path}: no candles")
-    data = np.array(rows, dtype=np.float64)
-    return CandleArrays(np.array([r[0] for r in rows], dtype=np.int64), data[:, 1].copy(),
-                        data[:, 2].copy(), data[:, 3].copy(), data[:, 4].copy(),
-                        data[:, 5].copy())

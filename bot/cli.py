@@ -7,7 +7,6 @@ prints one JSON object on stdout and nothing else; logs go to stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -17,7 +16,8 @@ from typing import Any
 
 from bot import clock
 from bot.config import ConfigError, Settings, get_settings
-from bot.errors import BotError
+from bot.errors import BotError, DatabaseUnavailable
+from bot.jsonout import dumps, with_money
 from bot.logs import event, setup_logging
 
 log = logging.getLogger("bot.cli")
@@ -29,17 +29,25 @@ class UsageError(Exception):
     """Bad command-line usage: exit code 2."""
 
 
-def _markets(settings: Settings, market: str | None) -> tuple[str, ...]:
+def _markets(settings: Settings, market: str | None, *,
+             configured: bool = False) -> tuple[str, ...]:
+    """The markets a command works on. With ``configured``, the market must be
+    one of MARKETS: collecting, trading or watching an unconfigured market
+    would be half-done work nobody asked for (backfill, backtest and optimize
+    take any market, for research)."""
     if market is None:
         return settings.markets
     market = market.strip().upper()
     if not market.startswith("KRW-") or len(market) < 5:
         raise UsageError(f"--market {market!r}: expected a KRW market such as KRW-BTC")
+    if configured and market not in settings.markets:
+        raise UsageError(f"--market {market} is not in MARKETS ({','.join(settings.markets)}):"
+                         " add it to MARKETS to collect and trade it")
     return (market,)
 
 
 def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, default=str, ensure_ascii=False) + "\n")
+    sys.stdout.write(dumps(data) + "\n")
     sys.stdout.flush()
 
 
@@ -72,7 +80,8 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_collect(settings: Settings, args: argparse.Namespace) -> int:
     from bot.collector import collect
-    results = collect(_database(settings), _upbit(settings), _markets(settings, args.market),
+    results = collect(_database(settings), _upbit(settings),
+                      _markets(settings, args.market, configured=True),
                       unit=settings.unit, max_candles=settings.backfill_max_candles)
     if args.json:
         _print_json({"markets": [
@@ -112,8 +121,13 @@ def cmd_trade(settings: Settings, args: argparse.Namespace) -> int:
     from bot.trader import trade_market
     ctx = _trade_context(settings)
     out = []
-    for market in _markets(settings, args.market):
+    for market in _markets(settings, args.market, configured=True):
         o = trade_market(ctx, market)
+        if o.status == "already_decided":
+            # The daemon (or an earlier `bot trade`) decided this candle: say what.
+            event(log, "decision.exists", market=market, candle=o.candle_ts, action=o.action,
+                  score=round(o.score or 0.0, 4), order=o.identifier or "none",
+                  state=o.order_state or "-", why=o.reason)
         out.append({"market": market, "status": o.status, "candle_ts": o.candle_ts,
                     "action": o.action, "score": o.score, "signals": o.signals,
                     "reason": o.reason, "weights_version": o.weights_version,
@@ -128,7 +142,8 @@ def cmd_trade(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     from bot.lifecycle import reconcile
-    results = reconcile(_trade_context(settings), _markets(settings, args.market))
+    results = reconcile(_trade_context(settings),
+                        _markets(settings, args.market, configured=True))
     if args.json:
         _print_json({"markets": [r.__dict__ for r in results]})
     return EXIT_OK if all(r.errors == 0 for r in results) else EXIT_FAILURE
@@ -136,7 +151,7 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
 
 def _series(settings: Settings, args: argparse.Namespace) -> list[tuple[str | None, Any]]:
     """(market, candles) pairs from --csv or from the database."""
-    from bot.backtest import load_csv
+    from bot.csvdata import load_csv
     if args.csv:
         if args.market or args.days:
             raise UsageError("--csv replaces --market/--days: give one or the other")
@@ -146,7 +161,7 @@ def _series(settings: Settings, args: argparse.Namespace) -> list[tuple[str | No
             raise UsageError(str(exc)) from None
     from bot.storage import candles as candle_store
     db = _database(settings)
-    days = args.days or settings.optimize_lookback_days
+    days = settings.optimize_lookback_days if args.days is None else args.days
     if not days > 0:
         raise UsageError("--days must be a positive number")
     now = clock.now()
@@ -172,8 +187,15 @@ def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
                             if v is not None})
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    from bot.plot import plot_or_explain, plot_paths
+    series = _series(settings, args)
+    try:  # a bad --plot name stops the command before any work
+        plots = plot_paths(args.plot, [m for m, _ in series]) if args.plot else []
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     out = []
-    for market, candles in _series(settings, args):
+    plot_problem = None  # why no plot was written; told after the results
+    for k, (market, candles) in enumerate(series):
         use = weights
         version = None
         if use is None and market is not None:
@@ -181,15 +203,15 @@ def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
         if len(candles) == 0:
             raise UsageError(f"no candles stored for {market}: run `bot backfill` first")
         result = run_backtest(candles, use, params)
-        data = {"market": market, **result.to_dict(), "weights": normalise_weights(use),
+        data = {"market": market, **_metrics(result.to_dict()), "weights": normalise_weights(use),
                 "weights_version": version, "threshold": params.threshold,
                 "aggressiveness": params.aggressiveness}
         out.append(data)
-        if args.plot:
-            from bot.plot import plot_backtest
-            path = args.plot if len(out) == 1 else f"{market}-{args.plot}"
-            plot_backtest(candles, result, path, title=market or args.csv)
-            data["plot"] = str(path)
+        if plots and plot_problem is None:
+            plot_problem = plot_or_explain(candles, result, plots[k], title=market or args.csv,
+                                           info=data)
+            if plot_problem is None:
+                data["plot"] = str(plots[k])
         event(log, "backtest", market=market or args.csv, bars=result.bars,
               total_return=round(result.total_return, 6),
               buy_and_hold=round(result.buy_and_hold_return, 6),
@@ -197,6 +219,9 @@ def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
               round_trips=result.round_trips, fees=round(result.fees, 2))
     if args.json:
         _print_json(_one_or_many(out))
+    if plot_problem:  # the results above are kept; the plot is the usage problem
+        sys.stderr.write(f"bot backtest: {plot_problem}\n")
+        return EXIT_USAGE
     return EXIT_OK
 
 
@@ -205,6 +230,8 @@ def cmd_optimize(settings: Settings, args: argparse.Namespace) -> int:
     from bot.strategies import normalise_weights
     if args.candidates is not None and args.candidates < 1:
         raise UsageError("--candidates must be at least 1")
+    if args.days is not None and not args.days > 0:
+        raise UsageError("--days must be a positive number")
     out = []
     if args.csv:
         (_, candles), = _series(settings, args)
@@ -223,16 +250,23 @@ def cmd_optimize(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _metrics(data: dict[str, Any] | None) -> dict[str, Any] | None:
+    from bot.backtest import BacktestResult
+    return None if data is None else with_money(data, BacktestResult.MONEY)
+
+
 def _optimize_json(market: str | None, outcome, run_id: int | None,
                    version: int | None) -> dict[str, Any]:
-    headline = outcome.holdout_new or {}
+    headline = _metrics(outcome.holdout_new) or {}
     return {"market": market, **headline, "weights": outcome.weights,
             "current_weights": outcome.current_weights, "adopted": outcome.adopted,
             "reason": outcome.reason,
-            "train": {"new": outcome.train_new, "current": outcome.train_current,
+            "train": {"new": _metrics(outcome.train_new),
+                      "current": _metrics(outcome.train_current),
                       "objective_new": outcome.objective_train_new,
                       "objective_current": outcome.objective_train_current},
-            "holdout": {"new": outcome.holdout_new, "current": outcome.holdout_current,
+            "holdout": {"new": _metrics(outcome.holdout_new),
+                        "current": _metrics(outcome.holdout_current),
                         "objective_new": outcome.objective_holdout_new,
                         "objective_current": outcome.objective_holdout_current},
             "candidates": outcome.candidates, "duration_s": round(outcome.duration_s, 3),
@@ -247,7 +281,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     from bot import status
-    markets = _markets(settings, args.market) if args.market else None
+    markets = _markets(settings, args.market, configured=True) if args.market else None
     return status.run(settings, sys.stdout, as_json=args.json, markets=markets)
 
 
@@ -272,8 +306,18 @@ def _add(sub: Any, name: str, func: Command, help_text: str, *, market: bool = T
     return parser
 
 
+HEALTH_ROLES = ("collector", "trader", "optimizer", "beat")
+DESCRIPTION = ("The Upbit trading daemon's command line: collect candles, trade (paper unless "
+               "TRADING_MODE=live), backtest and optimize, watch. Settings come from the "
+               "environment and ./.env (see .env.example).")
+EPILOG = ("Exit codes: 0 success, 1 a failure, 2 bad usage or configuration. With --json a "
+          "command prints one JSON object on stdout; logs go to stderr. "
+          "`bot COMMAND --help` describes one command.")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bot", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="bot", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="command", required=True)
     _add(sub, "migrate", cmd_migrate, "apply pending database migrations", market=False)
     _add(sub, "collect", cmd_collect, "run one collect pass")
@@ -287,7 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="e.g. trend=1,momentum=2 (default: the weights in use)")
     p.add_argument("--threshold", type=float, help="override THRESHOLD")
     p.add_argument("--aggressiveness", type=float, help="override AGGRESSIVENESS")
-    p.add_argument("--plot", metavar="FILE.png", help="draw equity, fills and drawdown")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="draw the closes with the fills, equity against buy and hold, the"
+                   " drawdown and the numbers into FILE (.png, .svg or .pdf; a missing folder"
+                   " is created; needs matplotlib). With several markets one file each, the"
+                   " market before the suffix: bt.png -> bt-KRW-BTC.png, bt-KRW-ETH.png")
     p = _add(sub, "optimize", cmd_optimize, "search the weights and adopt them if better")
     _data_options(p)
     p.add_argument("--candidates", type=int, help="weight vectors to try (OPTIMIZE_CANDIDATES)")
@@ -297,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
          " exit 1 when something is wrong")
     p = _add(sub, "health", cmd_health, "exit 0 when ROLE's heartbeat is fresh, else 1",
              market=False, json_flag=False)
-    p.add_argument("role", help="collector, trader, optimizer or beat")
+    p.add_argument("role", choices=HEALTH_ROLES, help="one of " + ", ".join(HEALTH_ROLES))
     p = _add(sub, "run", cmd_run, "run Beat and the three workers as child processes",
              market=False, json_flag=False)
     p.add_argument("--schedule-file", default="celerybeat-schedule",
@@ -305,11 +353,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("upbit-bot")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def _data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--days", type=float, help="days of stored candles "
                         "(default: OPTIMIZE_LOOKBACK_DAYS)")
     parser.add_argument("--csv", metavar="FILE", help="candles from a CSV "
                         "(ts,open,high,low,close,volume) instead of the database")
+
+
+def _env_hint(exc: BotError, settings: Settings) -> str | None:
+    """Where the settings came from, when a database that cannot be reached
+    is the compose default: the usual cause is a ``bot`` run outside the
+    project folder, which found no ``.env``."""
+    from bot.config import SETTINGS, env_file_path
+    if not isinstance(exc, DatabaseUnavailable):
+        return None
+    default = next(s.default for s in SETTINGS if s.name == "DATABASE_URL")
+    if settings.database_url != default:
+        return None
+    path = env_file_path()
+    found = "read" if path.is_file() else "not found"
+    return (f"DATABASE_URL is the docker compose default; {path} was {found}: run bot from "
+            "the project folder, set ENV_FILE=/path/to/.env, or set DATABASE_URL")
 
 
 def _configure_clock(settings: Settings) -> None:
@@ -336,8 +408,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"bot {args.command}: {exc}\n")
         return EXIT_USAGE
     except BotError as exc:
+        fields = {"hint": hint} if (hint := _env_hint(exc, settings)) else {}
         event(log, "command.failed", level=logging.ERROR, command=args.command,
-              error=type(exc).__name__, detail=str(exc))
+              error=type(exc).__name__, detail=str(exc), **fields)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130

@@ -21,6 +21,8 @@ from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from bot.money import AGGRESSIVENESS_DECIMALS
+
 CANDLE_UNITS = (1, 3, 5, 10, 15, 30, 60, 240)
 SIGNAL_NAMES = ("trend", "momentum", "swing", "scalping", "day", "price_action")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -47,6 +49,27 @@ class ConfigError(ValueError):
         else:
             shown = value
         super().__init__(f"invalid setting {name}={shown!r}: {allowed}")
+
+
+class MissingSettings(ConfigError):
+    """Settings that must be given together (every one is named at once)."""
+
+    def __init__(self, names: list[str], why: str):
+        ValueError.__init__(self, f"missing setting{'s' if len(names) > 1 else ''} "
+                                  f"{' and '.join(names)}: {why}")
+        self.name, self.value, self.allowed = names[0], "", why
+
+
+class EnvFileError(ConfigError):
+    """A line of the ``.env`` file that is not ``KEY=VALUE``."""
+
+    def __init__(self, path: str, line: int, text: str):
+        key = text.split()[0] if text.split() else text
+        shown = "<redacted>" if key in SECRET_NAMES else text
+        ValueError.__init__(self, f"{path}: line {line}: {shown!r} is not KEY=VALUE "
+                                  "(write it as KEY=VALUE, or start the line with # to "
+                                  "comment it out)")
+        self.name, self.value, self.allowed = key, "", "KEY=VALUE"
 
 
 def _looks_like_url_secret(name: str) -> bool:
@@ -82,6 +105,18 @@ def _decimal(lo: Decimal | None = None, hi: Decimal | None = None, *, lo_open: b
         return value
 
     return parse
+
+
+def _aggressiveness(raw: str) -> Decimal:
+    allowed = (f"a decimal number >= 0 and < 0.1 with at most {AGGRESSIVENESS_DECIMALS}"
+               " decimals")
+    try:
+        value = _decimal(Decimal(0), Decimal("0.1"), hi_open=True)(raw)
+    except ValueError:
+        raise ValueError(allowed) from None
+    if -value.normalize().as_tuple().exponent > AGGRESSIVENESS_DECIMALS:
+        raise ValueError(allowed)
+    return value
 
 
 def _int(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
@@ -264,7 +299,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("UNIT", "1", _unit, "candle minutes: 1, 3, 5, 10, 15, 30, 60 or 240", group="trading"),
     S("THRESHOLD", "0.2", _decimal(Decimal(0), Decimal(1), lo_open=True),
       "buy if score >= THRESHOLD, sell if score <= -THRESHOLD", group="trading"),
-    S("AGGRESSIVENESS", "0.0015", _decimal(Decimal(0), Decimal("0.1"), hi_open=True),
+    S("AGGRESSIVENESS", "0.0015", _aggressiveness,
       "limit price = last close * (1 +/- AGGRESSIVENESS), rounded to the tick",
       group="trading"),
     S("FEE_RATE", "0.0005", _decimal(Decimal(0), Decimal("0.01")),
@@ -350,8 +385,11 @@ SETTINGS: tuple[Setting, ...] = (
 )
 del S
 
-_BY_NAME = {s.name: s for s in SETTINGS}
 _ALIASES = {"MARKET": "MARKETS"}
+# Settings where an empty value is a mistake rather than "use the default":
+# trading a market nobody named would be a surprise.
+REQUIRED_IF_GIVEN = {"MARKETS": "name at least one market, e.g. MARKETS=KRW-BTC "
+                                "(remove the line to use the default KRW-BTC)"}
 
 
 @dataclass(frozen=True)
@@ -466,10 +504,12 @@ def redact_url(url: str) -> str:
 def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
     """Parse a docker-compose style ``.env`` file (KEY=VALUE, # comments)."""
     values: dict[str, str] = {}
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
+    for number, raw in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
             continue
+        if "=" not in line or not line.partition("=")[0].strip():
+            raise EnvFileError(str(path), number, line)
         key, _, value = line.partition("=")
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
@@ -490,6 +530,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     values: dict[str, Any] = {}
     for setting in SETTINGS:
         raw = env.get(setting.name)
+        if raw is not None and raw.strip() == "" and setting.name in REQUIRED_IF_GIVEN:
+            raise ConfigError(setting.name, raw, "empty: " + REQUIRED_IF_GIVEN[setting.name])
         if raw is None or (raw.strip() == "" and setting.default != ""):
             raw = setting.default
         try:
@@ -508,17 +550,25 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
 def _check_together(settings: Settings) -> None:
     if settings.live:
-        for name in ("UPBIT_ACCESS_KEY", "UPBIT_SECRET_KEY"):
-            if not getattr(settings, name.lower()):
-                raise ConfigError(name, "", "required when TRADING_MODE=live")
+        missing = [name for name in ("UPBIT_ACCESS_KEY", "UPBIT_SECRET_KEY")
+                   if not getattr(settings, name.lower())]
+        if missing:
+            raise MissingSettings(missing, "required when TRADING_MODE=live (Upbit's "
+                                  "Open API keys; or set TRADING_MODE=paper)")
     if settings.telegram_bot_token and not settings.telegram_chat_id:
         raise ConfigError("TELEGRAM_CHAT_ID", "", "required when TELEGRAM_BOT_TOKEN is set")
 
 
+def env_file_path(env_file: str | os.PathLike[str] | None = None) -> Path:
+    """The ``.env`` file this process reads: ``ENV_FILE``, default ``.env`` in
+    the working directory (absolute, for messages)."""
+    return Path(env_file or os.environ.get("ENV_FILE") or ".env").absolute()
+
+
 def process_environment(env_file: str | os.PathLike[str] | None = None) -> dict[str, str]:
-    """This process's environment over the ``.env`` file (``ENV_FILE``, default
-    ``.env`` in the working directory) when one exists: real variables win."""
-    path = Path(env_file or os.environ.get("ENV_FILE") or ".env")
+    """This process's environment over the ``.env`` file (:func:`env_file_path`)
+    when one exists: real variables win."""
+    path = env_file_path(env_file)
     merged = read_env_file(path) if path.is_file() else {}
     merged.update(os.environ)
     return merged
@@ -529,6 +579,3 @@ def get_settings() -> Settings:
     """The process's settings, read once from the environment (and ``.env``)."""
     return load_settings(process_environment())
 
-
-def setting(name: str) -> Setting:
-    return _BY_NAME[name]

@@ -2,7 +2,7 @@
 
 Gathering is apart from rendering. :func:`collect` reads the database, the
 exchange's balances and the workers' heartbeats (Redis) into one plain dict:
-that dict, made JSON-safe by :func:`jsonable`, is ``bot status --json``, and
+that dict, made JSON-safe by :func:`bot.jsonout.jsonable`, is ``bot status --json``, and
 :func:`render` turns it into the one-screen text. Each thing that is wrong
 (a market without a fresh candle, a silent worker, the loss limit tripped, the
 exchange, the database or Redis unreachable) becomes one line in
@@ -26,6 +26,7 @@ from typing import Any, TextIO
 from bot import accounting, clock
 from bot.config import Settings
 from bot.errors import BotError, DatabaseUnavailable, TemporaryError
+from bot.jsonout import dumps
 from bot.models import Balance
 
 ROLES = ("collector", "trader", "optimizer", "beat")
@@ -360,26 +361,6 @@ def _workers(problems: list[str], settings: Settings, heartbeats: Mapping[str, f
 # --- output -------------------------------------------------------------------
 
 
-def jsonable(value: Any) -> Any:
-    """Decimals as exact strings, times as ISO-8601 UTC (``...Z``)."""
-    if isinstance(value, Decimal):
-        return _plain_decimal(value)
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    return value
-
-
-def _plain_decimal(value: Decimal) -> str:
-    """Exact up to 8 decimals (a coin's precision), no exponent, no trailing zeros."""
-    if value == value.to_integral_value():
-        return format(value.quantize(Decimal(1)), "f")
-    return format(value.quantize(Decimal("1e-8")).normalize(), "f")
-
-
 def age_text(seconds: float) -> str:
     s = int(round(max(seconds, 0)))
     if s < 120:
@@ -540,7 +521,6 @@ def _render_market(e: dict[str, Any]) -> list[str]:
 def run(settings: Settings, out: TextIO, *, as_json: bool = False,
         markets: Sequence[str] | None = None) -> int:
     """``bot status``: gather, print (text or one JSON object), exit 0 or 1."""
-    import json
 
     import redis
 
@@ -563,7 +543,7 @@ def run(settings: Settings, out: TextIO, *, as_json: bool = False,
             close()
         db.close()
     if as_json:
-        out.write(json.dumps(jsonable(status), ensure_ascii=False) + "\n")
+        out.write(dumps(status) + "\n")
     else:
         out.write(render(status))
     out.flush()

@@ -188,8 +188,7 @@ def trade_market(ctx: TradeContext, market: str) -> TradeOutcome:
         # A retried or redelivered task: finish sending what that decision wrote.
         if any(o.exchange_uuid is None for o in order_store.active(ctx.db, ctx.mode, market)):
             reconcile_market(ctx, market, adopt_unknown=False)
-        return TradeOutcome(market, "already_decided", newest.ts,
-                            reason="this candle was already decided")
+        return _already_decided(ctx, market, newest.ts)
     # Take the exchange's view of this market's orders first, so that
     # "holding" and "an order is open" are current.
     reconcile_market(ctx, market, adopt_unknown=False)
@@ -217,9 +216,8 @@ def trade_market(ctx: TradeContext, market: str) -> TradeOutcome:
             cur, market=market, candle_ts=newest.ts, mode=ctx.mode, close=close,
             signals=decision.signals, weights=weights, weights_version=version,
             score=decision.score, action=decision.action, reason=reason)
-        if decision_id is None:
-            return TradeOutcome(market, "already_decided", newest.ts,
-                                reason="this candle was decided concurrently")
+        if decision_id is None:  # decided concurrently by another pass
+            return _already_decided(ctx, market, newest.ts)
         if isinstance(plan, OrderPlan):
             identifier = order_identifier(ctx.mode, market, newest.ts, plan.side)
             order_id = order_store.insert_new(
@@ -233,6 +231,21 @@ def trade_market(ctx: TradeContext, market: str) -> TradeOutcome:
         state = send_order(ctx, order_store.by_id(ctx.db, order_id))
         outcome = TradeOutcome(**{**outcome.__dict__, "order_state": state})
     return outcome
+
+
+def _already_decided(ctx: TradeContext, market: str, candle_ts: datetime) -> TradeOutcome:
+    """The stored decision for this candle (and its order), as it was made."""
+    row = decision_store.get(ctx.db, market, candle_ts)
+    if row is None:  # pragma: no cover - rows are never deleted
+        return TradeOutcome(market, "already_decided", candle_ts,
+                            reason="this candle was already decided")
+    order = order_store.by_decision(ctx.db, row.id)
+    return TradeOutcome(
+        market, "already_decided", candle_ts, row.action, row.score, dict(row.signals),
+        row.reason,
+        None if order is None else OrderPlan(order.side, order.price, order.volume),
+        None if order is None else order.identifier,
+        None if order is None else order.state, row.weights_version)
 
 
 def _log_decision(o: TradeOutcome) -> None:

@@ -246,15 +246,33 @@ BANDS = [(lo, tick) for lo, tick in reversed(KRW_TICKS)]
 
 
 @settings(max_examples=300, deadline=None)
-@given(hs.integers(0, len(BANDS) - 1), hs.floats(0, 1), hs.sampled_from(
-    [0.0, 0.0005, 0.0015, 0.002, 0.01, 0.05, 0.0999]), hs.sampled_from(["bid", "ask"]))
+@given(hs.integers(0, len(BANDS) - 1), hs.floats(0, 1), hs.one_of(
+    hs.sampled_from([0.0, 0.0005, 0.0015, 0.002, 0.01, 0.05, 0.0999]),
+    hs.integers(0, 99_999).map(lambda n: n / 1e6)), hs.sampled_from(["bid", "ask"]))
 def test_vectorised_tick_rounding_equals_round_price(band, where, aggr, side):
+    # The domain limit_prices is exact on: closes below MAX_EXACT_PRICE,
+    # aggressiveness of at most AGGRESSIVENESS_DECIMALS decimals (hypothesis once
+    # found close 1e10 with 0.0999 a tick off before the snap became relative).
     lo, tick = BANDS[band]
-    hi = BANDS[band + 1][0] if band + 1 < len(BANDS) else Decimal(10) ** 10
+    hi = BANDS[band + 1][0] if band + 1 < len(BANDS) else Decimal(repr(bt.MAX_EXACT_PRICE))
     units = int((lo + (hi - lo) * Decimal(repr(where))) / tick)
     close = float(max(units, 1) * tick)  # a traded price lies on its tick
     expect = float(bt.limit_price(close, aggr, side))
     assert bt.limit_prices(np.array([close]), aggr, side)[0] == expect
+
+
+@pytest.mark.parametrize("side", ["bid", "ask"])
+def test_tick_rounding_at_the_top_of_the_domain(side):
+    closes = np.array([1e10, 1.5e10, 1.9999e10, 123_456_789_000.0 / 10])
+    for aggr in (0.0999, 0.099999, 0.000001, 0.012345):
+        got = bt.limit_prices(closes, aggr, side).tolist()
+        assert got == [float(bt.limit_price(c, aggr, side)) for c in closes.tolist()]
+
+
+def test_aggressiveness_beyond_the_exact_domain_is_refused():
+    with pytest.raises(ValueError, match="at most 6 decimals"):
+        bt.BacktestParams(aggressiveness=0.0000001)
+    bt.BacktestParams(aggressiveness=0.000001)
 
 
 def test_tick_rounding_many_prices_every_band():
@@ -341,43 +359,6 @@ def test_batch_chunking_and_threads_do_not_change_results():
 def test_batch_rejects_bad_weights():
     with pytest.raises(ValueError):
         batch_eval(random_walk(300, 1), np.zeros((2, 6)), DEFAULT)
-
-
-# --- CSV -----------------------------------------------------------------------------
-
-
-def test_load_csv(tmp_path):
-    path = tmp_path / "c.csv"
-    path.write_text("ts,open,high,low,close,volume\n"
-                    "2024-03-01T00:00:00Z,100,110,90,105,1.5\n"
-                    "2024-03-01T00:01:00+00:00,105,106,100,101,2\n"
-                    "2024-03-01T00:02:00,101,101,99,100,0\n")
-    data = bt.load_csv(path)
-    assert data.ts.tolist() == [DAY0, DAY0 + 60, DAY0 + 120]
-    assert data.close.tolist() == [105.0, 101.0, 100.0] and data.volume[0] == 1.5
-
-
-@pytest.mark.parametrize("row, message", [
-    ("2024-03-01T00:01:00Z,100,110,90,abc,1", "line 3"),
-    ("not-a-date,100,110,90,100,1", "line 3"),
-    ("2024-03-01T00:00:00Z,100,110,90,100,1", "ts must increase"),
-    ("2024-03-01T00:01:00Z,100,95,90,100,1", "low <= open, close <= high"),
-    ("2024-03-01T00:01:00Z,100,110,-1,100,1", "positive"),
-])
-def test_load_csv_names_the_bad_line(tmp_path, row, message):
-    path = tmp_path / "bad.csv"
-    path.write_text("ts,open,high,low,close,volume\n2024-03-01T00:00:00Z,100,110,90,100,1\n"
-                    + row + "\n")
-    with pytest.raises(ValueError, match=message) as info:
-        bt.load_csv(path)
-    assert "line 3" in str(info.value)
-
-
-def test_load_csv_missing_column(tmp_path):
-    path = tmp_path / "bad.csv"
-    path.write_text("ts,open,high,low,close\n2024-03-01T00:00:00Z,1,1,1,1\n")
-    with pytest.raises(ValueError, match="missing columns volume"):
-        bt.load_csv(path)
 
 
 def test_plot_draws_a_png(tmp_path):

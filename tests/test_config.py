@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
     ({"TIMEZONE": "Mars/Olympus"}, "TIMEZONE", "IANA time zone"),
     ({"ORDER_TIMEOUT_SECONDS": "1.5"}, "ORDER_TIMEOUT_SECONDS", "an integer"),
     ({"WEIGHTS": "trend=1,luck=2"}, "WEIGHTS", "name=weight pairs"),
-    ({"TRADING_MODE": "live"}, "UPBIT_ACCESS_KEY", "required when TRADING_MODE=live"),
-    ({"TRADING_MODE": "live", "UPBIT_ACCESS_KEY": "ak"}, "UPBIT_SECRET_KEY", "required"),
+    ({"MARKETS": " "}, "MARKETS", "empty: name at least one market"),
+    ({"AGGRESSIVENESS": "0.0000001"}, "AGGRESSIVENESS", "at most 6 decimals"),
 ])
 def test_bad_values_name_the_variable_the_value_and_what_is_allowed(env, name, fragment):
     with pytest.raises(ConfigError) as info:
@@ -111,8 +111,17 @@ def test_cli_exits_2_with_one_line(env, tmp_path):
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("bot: invalid setting ")
+    assert lines[0].startswith(("bot: invalid setting ", "bot: missing setting"))
     assert "Traceback" not in done.stderr
+
+
+def test_cli_refuses_a_bad_env_file_line(tmp_path):
+    (tmp_path / ".env").write_text("THRESHOLD 0.3\n")
+    done = _run_cli({}, tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"bot: {tmp_path}/.env: line 1: 'THRESHOLD 0.3' is not "
+                                   "KEY=VALUE (write it as KEY=VALUE, or start the line with # "
+                                   "to comment it out)")
 
 
 def test_env_file_is_read_and_real_environment_wins(tmp_path):
@@ -122,3 +131,34 @@ def test_env_file_is_read_and_real_environment_wins(tmp_path):
                     tmp_path)
     assert done.returncode == 1  # got past the settings, failed on the database
     assert "database unavailable" in done.stderr
+
+
+@pytest.mark.parametrize(("env", "names"), [
+    ({"TRADING_MODE": "live"}, "UPBIT_ACCESS_KEY and UPBIT_SECRET_KEY"),
+    ({"TRADING_MODE": "live", "UPBIT_ACCESS_KEY": "ak"}, "UPBIT_SECRET_KEY"),
+    ({"TRADING_MODE": "live", "UPBIT_SECRET_KEY": "sk"}, "UPBIT_ACCESS_KEY"),
+])
+def test_live_mode_names_every_missing_key_at_once(env, names):
+    with pytest.raises(ConfigError) as info:
+        load_settings(env)
+    message = str(info.value)
+    assert message.startswith(f"missing setting{'s' if ' and ' in names else ''} {names}: "
+                              "required when TRADING_MODE=live")
+    assert "redacted" not in message and "\n" not in message
+
+
+def test_env_file_line_without_equals_is_an_error(tmp_path):
+    path = tmp_path / ".env"
+    path.write_text("# comment\nMARKETS=KRW-BTC\nTHRESHOLD 0.3\n")
+    with pytest.raises(ConfigError) as info:
+        read_env_file(path)
+    assert str(info.value) == (f"{path}: line 3: 'THRESHOLD 0.3' is not KEY=VALUE (write it as "
+                               "KEY=VALUE, or start the line with # to comment it out)")
+
+
+def test_env_file_error_never_shows_a_secret(tmp_path):
+    path = tmp_path / ".env"
+    path.write_text("UPBIT_SECRET_KEY sk-very-secret\n")
+    with pytest.raises(ConfigError) as info:
+        read_env_file(path)
+    assert "sk-very-secret" not in str(info.value) and "line 1" in str(info.value)

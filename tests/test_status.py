@@ -22,6 +22,7 @@ from redis.retry import Retry
 
 from bot import accounting, clock, status
 from bot.accounting import FillRow
+from bot.jsonout import jsonable
 from bot.lifecycle import TradeContext
 from bot.models import Balance
 from bot.optimizer import optimize_market
@@ -138,7 +139,7 @@ def test_empty_database(db, database_url):
     assert "mode paper" in screen and "5 PROBLEM(S)" in screen
     assert "candle   none stored" in screen and "collector SILENT (never)" in screen
     assert "no trading yet" in screen
-    json.dumps(status.jsonable(got))  # JSON-safe
+    json.dumps(jsonable(got))  # JSON-safe
 
 
 def test_healthy_screen_answers_is_it_working_and_am_i_making_money(db, database_url):
@@ -182,7 +183,7 @@ def test_healthy_screen_answers_is_it_working_and_am_i_making_money(db, database
                      "SELL score -", "collector 5 s ago", "problems   none",
                      "optimizer " + status.when(m["optimizer"]["at"])):
         assert fragment in screen, fragment
-    data = json.loads(json.dumps(status.jsonable(got)))
+    data = json.loads(json.dumps(jsonable(got)))
     assert data["ok"] is True and data["markets"][0]["position"]["volume"] == "6.24375624"
     assert data["time"].endswith("Z")
 

@@ -111,6 +111,10 @@ def test_rising_market_buys_once_per_candle(db, ctx, clock):
     assert first.order_state == "wait"
     second = trade_market(ctx, M)
     assert second.status == "already_decided"
+    # the second pass reports the stored decision, not a made-up hold
+    assert (second.action, second.score, second.signals) == ("buy", first.score, first.signals)
+    assert second.order == first.order and second.identifier == first.identifier
+    assert second.order_state == "wait" and second.reason == first.reason
     assert order_store.count(db) == 1 and decision_store.count(db) == 1
     row = decision_store.get(db, M, T0 + timedelta(minutes=199))
     assert row.action == "buy" and row.weights_version is None
