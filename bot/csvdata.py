@@ -164,17 +164,12 @@ def _raise_first_problem(path: str | os.PathLike[str], rows: list[list[str]], li
     raise ValueError(f"{path}: cannot be read as candles")  # pragma: no cover
 
 
-def _iso(ts: int) -> str:
-    return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def write_csv(candles: CandleArrays, path: str | os.PathLike[str]) -> None:
     """Write candles in the format :func:`load_csv` reads (``repr`` floats, so
     a round trip is exact)."""
-    with Path(path).open("w", newline="", encoding="utf-8") as handle:
-        out = csv.writer(handle)
-        out.writerow(CSV_COLUMNS)
-        for row in zip(candles.ts.tolist(), candles.open.tolist(), candles.high.tolist(),
-                       candles.low.tolist(), candles.close.tolist(), candles.volume.tolist(),
-                       strict=True):
-            out.writerow((_iso(row[0]), *map(repr, row[1:])))
+    iso = np.datetime_as_string(np.asarray(candles.ts, dtype="datetime64[s]"), unit="s")
+    columns = [np.asarray(getattr(candles, name), dtype=np.float64).tolist()
+               for name in CSV_COLUMNS[1:]]
+    body = "".join(f"{t}Z,{o!r},{h!r},{lo!r},{c!r},{v!r}\n"
+                   for t, o, h, lo, c, v in zip(iso.tolist(), *columns, strict=True))
+    Path(path).write_text(",".join(CSV_COLUMNS) + "\n" + body, encoding="utf-8")
