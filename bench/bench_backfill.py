@@ -76,10 +76,10 @@ def run(days: float, rate_limit: int, admin_dsn: str, *, pages_per_write: int | 
     name = f"bench_backfill_{os.getpid()}"
     admin(admin_dsn, f"CREATE DATABASE {name}")
     db = Database(dsn_for(admin_dsn, name))
-    upsert = _Timed(store.upsert_candles)
+    upsert = _Timed(store.upsert_candles_held)
     sleep = _Timed(time.sleep)
-    original_upsert, original_threshold = store.upsert_candles, store.COPY_THRESHOLD
-    store.upsert_candles = upsert  # collector calls it as candle_store.upsert_candles
+    original_upsert, original_threshold = store.upsert_candles_held, store.COPY_THRESHOLD
+    store.upsert_candles_held = upsert  # backfill calls it as candle_store.upsert_candles_held
     if copy_threshold is not None:
         store.COPY_THRESHOLD = copy_threshold
     try:
@@ -101,7 +101,7 @@ def run(days: float, rate_limit: int, admin_dsn: str, *, pages_per_write: int | 
             errors = list(server.errors)
         stored = store.count(db, MARKET, "1m")
     finally:
-        store.upsert_candles, store.COPY_THRESHOLD = original_upsert, original_threshold
+        store.upsert_candles_held, store.COPY_THRESHOLD = original_upsert, original_threshold
         db.close()
         admin(admin_dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     requests = result.requests

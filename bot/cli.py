@@ -88,19 +88,31 @@ def cmd_collect(settings: Settings, args: argparse.Namespace) -> int:
             {"market": r.market, "inserted": r.inserted, "updated": r.updated,
              "newest_ts": r.newest_ts, "requests": r.requests, "error": r.error}
             for r in results]})
+    # A market Upbit does not list is a configuration mistake, not a failure to retry.
+    unknown = [r.market for r in results if r.unknown_market]
+    for market in unknown:
+        sys.stderr.write(f"bot collect: market {market} does not exist on Upbit"
+                         f" (check {'--market' if args.market else 'MARKETS'})\n")
+    if unknown:
+        return EXIT_USAGE
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILURE
 
 
 def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
     from bot.collector import Progress, backfill
+    from bot.errors import UnknownMarket
     if not args.days > 0:
         raise UsageError("--days must be a positive number")
     db, client = _database(settings), _upbit(settings)
     out = []
     for market in _markets(settings, args.market):
         progress = None if args.quiet else Progress(f"backfill {market}")
-        r = backfill(db, client, market, days=args.days, unit=settings.unit,
-                     progress=progress)
+        try:
+            r = backfill(db, client, market, days=args.days, unit=settings.unit,
+                         progress=progress)
+        except UnknownMarket as exc:
+            raise UsageError(f"{exc} (check {'--market' if args.market else 'MARKETS'})"
+                             ) from None
         out.append({"market": market, "inserted": r.inserted, "updated": r.updated,
                     "requests": r.requests, "oldest_ts": r.oldest_ts,
                     "seconds": round(r.seconds, 3)})

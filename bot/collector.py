@@ -11,22 +11,31 @@ A candle is marked ``final`` in its meta once it is known closed: a newer
 candle exists in the same answer, or the clock is past its end by
 ``FINAL_GRACE_SECONDS``. The trader decides only on final candles.
 
-``backfill`` fills older history (``bot backfill --days N``), page by page.
-No Celery here: the task layer calls these functions.
+``backfill`` fills older history (``bot backfill --days N``), page by page,
+fetching only what is missing. Minutes without trades have no candle, so a
+stretch without candles in the database says nothing by itself: instead each
+walk through Upbit's pages records the range it proved stored (a full page
+answered for ``to`` holds every candle from its oldest to before ``to``) in
+``candle_coverage``, in the transaction that stores the candles; the collector
+records its passes the same way. Backfill always fetches the newest page, then
+jumps over recorded ranges. The newest candle is left out of a range while it
+is in progress, so a later run fetches it again. No Celery here: the task
+layer calls these functions.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol, TextIO
 
 from bot import clock
-from bot.errors import BotError, MalformedResponse
+from bot.errors import BotError, MalformedResponse, NotFound, UnknownMarket
 from bot.logs import event
 from bot.models import Candle
 from bot.storage import Database
@@ -36,6 +45,8 @@ log = logging.getLogger("bot.collector")
 
 PAGE = 200
 FINAL_GRACE_SECONDS = 1.0
+# A short page means Upbit has nothing older: the range it proves starts here.
+HISTORY_START = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class CandleSource(Protocol):
@@ -53,6 +64,7 @@ class CollectResult:
     requests: int = 0
     gap_closed: bool = True
     error: str | None = None
+    unknown_market: bool = False
 
     @property
     def ok(self) -> bool:
@@ -71,6 +83,25 @@ def mark_final(page: Sequence[Candle], now: datetime, unit: int) -> list[Candle]
     return out
 
 
+def _page(source: CandleSource, market: str, unit: int,
+          to: datetime | None = None) -> list[Candle]:
+    """One page of candles; a 404 for candles means Upbit has no such market."""
+    try:
+        return source.candles(market, unit=unit, count=PAGE, to=to)
+    except UnknownMarket:
+        raise
+    except NotFound as exc:
+        raise UnknownMarket(market, name=exc.name, status=exc.status, method=exc.method,
+                            path=exc.path) from None
+
+
+def _held_end(newest_first: Sequence[Candle], unit: int) -> datetime:
+    """End of the range a walk's newest page proves stored: past its newest
+    candle once that is final, else before it (a later pass must fetch it again)."""
+    top = newest_first[0]
+    return top.ts + timedelta(minutes=unit) if top.meta.get("final") else top.ts
+
+
 def _fetch_back(source: CandleSource, market: str, unit: int, first: list[Candle],
                 stop_at: datetime | None, limit: int) -> tuple[list[Candle], int, bool]:
     """Walk back from the first page until a candle at or before ``stop_at``
@@ -81,7 +112,7 @@ def _fetch_back(source: CandleSource, market: str, unit: int, first: list[Candle
     requests = 0
     while fetched and (stop_at is None or fetched[-1].ts > stop_at) and len(fetched) < limit:
         oldest = fetched[-1].ts
-        page = source.candles(market, unit=unit, count=PAGE, to=oldest)
+        page = _page(source, market, unit, oldest)
         requests += 1
         if not page:
             return fetched, requests, True  # the market's history starts here
@@ -102,12 +133,14 @@ def collect_market(db: Database, source: CandleSource, market: str, *, unit: int
     (the caller decides about retries); nothing is stored on error."""
     timeframe = f"{unit}m"
     newest = candle_store.newest_ts(db, market, timeframe)
-    first = source.candles(market, unit=unit, count=PAGE)
+    first = _page(source, market, unit)
     # On an empty database, take up to max_candles of history.
     fetched, extra, reached = _fetch_back(source, market, unit, first, newest, max_candles)
     keep = [c for c in fetched if newest is None or c.ts >= newest][:max_candles]
     keep = mark_final(keep, now(), unit)
-    written = candle_store.upsert_candles(db, keep, timeframe)
+    # ``keep`` is one unbroken stretch of Upbit's answers: all of it is held.
+    held = candle_store.Held(market, keep[-1].ts, _held_end(keep, unit)) if keep else None
+    written = candle_store.upsert_candles_held(db, keep, timeframe, held)
     newest_final = next((c.ts for c in keep if c.meta["final"]), None)
     result = CollectResult(
         market=market, inserted=written.inserted, updated=written.updated,
@@ -145,7 +178,8 @@ def collect(db: Database, source: CandleSource, markets: Sequence[str], *, unit:
         except BotError as exc:
             event(log, "collector.failed", level=logging.ERROR, market=market,
                   error=type(exc).__name__, detail=str(exc))
-            results.append(CollectResult(market=market, error=f"{type(exc).__name__}: {exc}"))
+            results.append(CollectResult(market=market, error=f"{type(exc).__name__}: {exc}",
+                                         unknown_market=isinstance(exc, UnknownMarket)))
     return results
 
 
@@ -157,85 +191,194 @@ class BackfillResult:
     requests: int
     oldest_ts: datetime | None
     seconds: float
+    skipped: timedelta = timedelta(0)  # history already held, not fetched again
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 request``, ``2 requests``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def duration_words(span: timedelta) -> str:
+    """A span for people: ``45 minutes``, ``3.5 hours``, ``2.0 days``."""
+    minutes = span.total_seconds() / 60
+    if minutes < 90:
+        return plural(round(minutes), "minute")
+    if minutes < 36 * 60:
+        return f"{minutes / 60:.1f} hours"
+    return f"{minutes / 1440:.1f} days"
 
 
 class Progress:
-    """A progress bar on a terminal, plain lines (every 5 %) elsewhere."""
+    """Progress of one long job. On a terminal, a bar redrawn in place; elsewhere
+    (a pipe, a log file), a plain line at the first update, then at most one
+    every ``interval`` seconds, and always one at 100 %. Shares are rounded
+    down, so 100 % (and a full bar) means done."""
 
-    def __init__(self, label: str, stream: TextIO | None = None):
+    WIDTH = 30
+
+    def __init__(self, label: str, stream: TextIO | None = None, *, interval: float = 5.0,
+                 monotonic: Callable[[], float] = time.monotonic):
         self.label = label
         self.stream = stream or sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._last_step = -1
-        self._start = time.monotonic()
+        self.interval = interval
+        self._monotonic = monotonic
+        self._start = monotonic()
+        self._last_line: float | None = None
+        self._frame_width = 0  # of the bar on screen: a shorter one must blank the rest
 
     def update(self, share: float, note: str = "") -> None:
-        """``share`` of the work done, 0..1."""
+        """``share`` of the work done, 0..1; ``note`` says how far, in words."""
         share = min(max(share, 0.0), 1.0)
-        elapsed = time.monotonic() - self._start
+        now = self._monotonic()
+        elapsed = now - self._start
         if self.tty:
-            bar = "#" * int(share * 30)
-            self.stream.write(f"\r{self.label} [{bar:<30}] {share:6.1%} {note} {elapsed:5.0f}s")
-            self.stream.flush()
+            self._draw(share, note, elapsed)
             return
-        step = int(share * 20)
-        if step != self._last_step:
-            self._last_step = step
-            self.stream.write(f"{self.label}: {share:.0%} {note} ({elapsed:.0f}s)\n")
+        due = self._last_line is None or now - self._last_line >= self.interval
+        if due or share >= 1.0:
+            self._last_line = now
+            words = ", ".join(p for p in (f"{math.floor(share * 100)}% done", note) if p)
+            self.stream.write(f"{self.label}: {words} ({elapsed:.0f} s)\n")
             self.stream.flush()
 
+    def _draw(self, share: float, note: str, elapsed: float) -> None:
+        bar = "#" * math.floor(share * self.WIDTH)
+        percent = math.floor(share * 1000) / 10
+        frame = f"{self.label} [{bar:<{self.WIDTH}}] {percent:5.1f}% {note} {elapsed:.0f} s"
+        padding = " " * max(0, self._frame_width - len(frame))
+        self._frame_width = len(frame)
+        self.stream.write(f"\r{frame}{padding}")
+        self.stream.flush()
+
     def close(self) -> None:
-        if self.tty:
+        if self.tty and self._frame_width:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def _ceil_minute(moment: datetime) -> datetime:
+    floor = moment.replace(second=0, microsecond=0)
+    return floor if floor == moment else floor + timedelta(minutes=1)
+
+
+class _Walk:
+    """One backfill run: a walk back from now to ``lower`` that fetches pages
+    where nothing is recorded held and jumps over what is."""
+
+    def __init__(self, db: Database, source: CandleSource, market: str, unit: int,
+                 moment: datetime, days: float, pages_per_write: int):
+        self.db, self.source, self.market, self.unit = db, source, market, unit
+        self.timeframe = f"{unit}m"
+        self.period = timedelta(minutes=unit)
+        self.moment = moment
+        self.target = moment - timedelta(days=days)
+        # Candles start on whole minutes: the oldest one the run keeps.
+        self.lower = _ceil_minute(self.target)
+        self.batch_size = PAGE * pages_per_write
+        self.total = candle_store.UpsertResult(0, 0)
+        self.pending: list[Candle] = []
+        self.held: candle_store.Held | None = None  # what ``pending`` proves
+        self.requests = 0
+        self.skipped = timedelta(0)
+        self.oldest: datetime | None = None
+
+    def share(self, to: datetime) -> float:
+        return (self.moment - to) / (self.moment - self.target)
+
+    def step(self, to: datetime | None) -> datetime | None:
+        """Fetch the page before ``to`` (the newest page when None), or jump
+        over the held range that reaches ``to``; the next ``to``, None when done."""
+        if to is not None:
+            start = candle_store.held_start(self.db, self.market, self.timeframe, to)
+            if start is not None:
+                self.skipped += to - max(start, self.lower)
+                return start if start > self.lower else None
+        return self._fetch(to)
+
+    def _fetch(self, to: datetime | None) -> datetime | None:
+        page = _page(self.source, self.market, self.unit, to)
+        self.requests += 1
+        if to is None:
+            page = mark_final(page, self.moment, self.unit)
+        else:
+            if page and page[0].ts >= to:
+                raise MalformedResponse(f"{self.market}: candles before {to.isoformat()}"
+                                        f" returned {page[0].ts.isoformat()} (to= not honoured)")
+            page = [replace(c, meta={**c.meta, "final": True}) for c in page]
+        kept = [c for c in page if c.ts >= self.lower]
+        if kept:
+            self.oldest = kept[-1].ts
+        if page or to is not None:
+            end = _held_end(page, self.unit) if to is None else to
+            self._queue(kept, self._proved_start(page), end)
+        # The next page's candles start at least one unit before the oldest: when
+        # that is before the target they would all be dropped, so do not ask.
+        done = len(page) < PAGE or page[-1].ts - self.period < self.target
+        if done or len(self.pending) >= self.batch_size:
+            self.flush()
+        return None if done else page[-1].ts
+
+    def _proved_start(self, page: Sequence[Candle]) -> datetime:
+        """Where the range a page answered proves stored starts: its oldest
+        candle, the start of history after a short page, never below ``lower``
+        (older candles are not kept)."""
+        if page and page[-1].ts < self.lower:
+            return self.lower
+        if len(page) < PAGE:
+            return HISTORY_START
+        return page[-1].ts
+
+    def _queue(self, candles: list[Candle], start: datetime, end: datetime) -> None:
+        if self.held is not None and self.held.start != end:
+            self.flush()  # after a jump: the ranges do not join
+        self.pending.extend(candles)
+        held_end = end if self.held is None else self.held.end
+        self.held = candle_store.Held(self.market, start, held_end)
+
+    def flush(self) -> None:
+        if self.pending or self.held is not None:
+            written = candle_store.upsert_candles_held(self.db, self.pending, self.timeframe,
+                                                       self.held)
+            self.total = self.total + written
+        self.pending, self.held = [], None
+
+    def summary(self) -> str:
+        words = [plural(self.requests, "request"), plural(self.total.inserted, "new candle"),
+                 f"{self.total.updated} updated"]
+        if self.skipped:
+            words.append(f"{duration_words(self.skipped)} already held")
+        return ", ".join(words)
 
 
 def backfill(db: Database, source: CandleSource, market: str, *, days: float, unit: int = 1,
              now: Callable[[], datetime] = clock.now, progress: Progress | None = None,
              pages_per_write: int = 10) -> BackfillResult:
-    """Fetch ``days`` of history back from now and upsert it, newest first.
+    """Fetch what is missing of the last ``days`` of history and upsert it,
+    newest first, ``pages_per_write`` pages a transaction.
 
-    Idempotent: running it again (for example after it was killed) rewrites
-    nothing that is already stored and fills what is missing."""
-    timeframe = f"{unit}m"
+    The newest page is fetched every time; below it, ranges recorded held are
+    skipped. Idempotent and resumable: a run killed half-way keeps what it
+    wrote, with the range it proves, and the next run fetches only the rest."""
     started = time.monotonic()
-    moment = now()
-    target = moment - timedelta(days=days)
-    span = (moment - target).total_seconds()
-    period = timedelta(minutes=unit)
-    total = candle_store.UpsertResult(0, 0)
-    pending: list[Candle] = []
-    requests = 0
-    to: datetime | None = None
-    oldest: datetime | None = None
-    while True:
-        page = source.candles(market, unit=unit, count=PAGE, to=to)
-        requests += 1
-        if to is None:
-            page = mark_final(page, moment, unit)
-        else:
-            page = [replace(c, meta={**c.meta, "final": True}) for c in page]
-        page = [c for c in page if c.ts >= target]
-        pending.extend(page)
-        if page:
-            oldest = page[-1].ts
-            to = oldest
-        # The next page's candles start at least one unit before ``oldest``: when
-        # that is before ``target`` they would all be dropped, so do not ask.
-        done = not page or len(page) < PAGE or oldest - period < target
-        if len(pending) >= PAGE * pages_per_write or done:
-            total = total + candle_store.upsert_candles(db, pending, timeframe)
-            pending = []
-        if progress is not None and oldest is not None:
-            progress.update((moment - oldest).total_seconds() / span, f"{requests} requests")
-        if done:
-            break
-    if progress is not None:
-        progress.update(1.0, f"{requests} requests")
-        progress.close()
-    result = BackfillResult(market, total.inserted, total.updated, requests, oldest,
-                            time.monotonic() - started)
+    walk = _Walk(db, source, market, unit, now(), days, pages_per_write)
+    try:
+        to = walk.step(None)
+        while to is not None:
+            if progress is not None:
+                progress.update(walk.share(to), f"{plural(walk.requests, 'request')} so far")
+            to = walk.step(to)
+        walk.flush()  # a jump can end the walk with pages not yet written
+        if progress is not None:
+            progress.update(1.0, walk.summary())
+    finally:
+        if progress is not None:
+            progress.close()
+    result = BackfillResult(market, walk.total.inserted, walk.total.updated, walk.requests,
+                            walk.oldest, time.monotonic() - started, walk.skipped)
     event(log, "candles.backfilled", market=market, inserted=result.inserted,
-          updated=result.updated, requests=requests, oldest=oldest,
+          updated=result.updated, requests=result.requests, oldest=result.oldest_ts,
+          skipped_minutes=round(walk.skipped.total_seconds() / 60),
           seconds=round(result.seconds, 2))
     return result

@@ -76,6 +76,18 @@ class NotFound(ExchangeError):
     """Upbit knows no such thing: an unknown market ("Code not found"), ..."""
 
 
+class UnknownMarket(NotFound):
+    """Upbit does not list the market (its candles answer 404 "Code not found").
+    ``str()`` is one sentence naming the market."""
+
+    def __init__(self, market: str, **kw):
+        super().__init__(f"market {market} does not exist on Upbit", **kw)
+        self.market = market
+
+    def __str__(self) -> str:
+        return self.error_message
+
+
 class OrderNotFound(NotFound):
     """No order with that uuid or identifier."""
 

@@ -1,5 +1,6 @@
 """The ``candles`` table: bulk upsert, the newest stored candle, and reads for
-the trader (a closed window) and the backtest (float arrays)."""
+the trader (a closed window) and the backtest (float arrays); and
+``candle_coverage``, the ranges of history known to be stored completely."""
 
 from __future__ import annotations
 
@@ -74,12 +75,81 @@ def upsert_candles(db: Database, candles: Sequence[Candle], timeframe: str) -> U
     last candle."""
     if not candles:
         return UpsertResult(0, 0)
+    with db.cursor() as cur:
+        return _upsert(cur, candles, timeframe)
+
+
+def _upsert(cur: psycopg2.extensions.cursor, candles: Sequence[Candle],
+            timeframe: str) -> UpsertResult:
+    if not candles:
+        return UpsertResult(0, 0)
     # A statement must not hold one key twice (ON CONFLICT cannot touch a row twice).
     unique = list({(c.market, c.ts): c for c in candles}.values())
+    if len(unique) >= COPY_THRESHOLD:
+        return _upsert_copy(cur, unique, timeframe)
+    return _upsert_values(cur, unique, timeframe)
+
+
+@dataclass(frozen=True)
+class Held:
+    """Every candle of ``market`` with ``start <= ts < end`` is stored."""
+
+    market: str
+    start: datetime
+    end: datetime
+
+
+# Two-key advisory locks (a key space apart from migrate.py's one-key lock):
+# this class and hashtext(market/timeframe) serialise merges of one market's ranges.
+_HELD_LOCK_CLASS = 0x5B0C
+_LOCK_HELD = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
+_TAKE_HELD = """
+DELETE FROM candle_coverage
+WHERE market = %s AND timeframe = %s AND from_ts <= %s AND to_ts >= %s
+RETURNING from_ts, to_ts
+"""
+_PUT_HELD = ("INSERT INTO candle_coverage (market, timeframe, from_ts, to_ts)"
+             " VALUES (%s, %s, %s, %s)")
+
+
+def upsert_candles_held(db: Database, candles: Sequence[Candle], timeframe: str,
+                        held: Held | None) -> UpsertResult:
+    """:func:`upsert_candles`, and in the same transaction record ``held``
+    (merged with the ranges it overlaps or touches), so that a range is never
+    recorded without its candles."""
     with db.cursor() as cur:
-        if len(unique) >= COPY_THRESHOLD:
-            return _upsert_copy(cur, unique, timeframe)
-        return _upsert_values(cur, unique, timeframe)
+        result = _upsert(cur, candles, timeframe)
+        if held is not None and held.start < held.end:
+            _merge_held(cur, held, timeframe)
+        return result
+
+
+def _merge_held(cur: psycopg2.extensions.cursor, held: Held, timeframe: str) -> None:
+    cur.execute(_LOCK_HELD, (_HELD_LOCK_CLASS, f"{held.market}/{timeframe}"))
+    cur.execute(_TAKE_HELD, (held.market, timeframe, held.end, held.start))
+    ranges = cur.fetchall()
+    start = min([held.start, *(r[0] for r in ranges)])
+    end = max([held.end, *(r[1] for r in ranges)])
+    cur.execute(_PUT_HELD, (held.market, timeframe, start, end))
+
+
+def held_start(db: Database, market: str, timeframe: str, end: datetime) -> datetime | None:
+    """Where the stored range that reaches ``end`` starts (every candle from
+    there to before ``end`` is stored), or None when the stretch just before
+    ``end`` is not known to be held."""
+    with db.cursor() as cur:
+        cur.execute("SELECT min(from_ts) FROM candle_coverage WHERE market = %s"
+                    " AND timeframe = %s AND from_ts < %s AND to_ts >= %s",
+                    (market, timeframe, end, end))
+        return cur.fetchone()[0]
+
+
+def held_ranges(db: Database, market: str, timeframe: str) -> list[tuple[datetime, datetime]]:
+    """Every recorded ``[start, end)`` of ``market``, oldest first."""
+    with db.cursor() as cur:
+        cur.execute("SELECT from_ts, to_ts FROM candle_coverage WHERE market = %s"
+                    " AND timeframe = %s ORDER BY from_ts", (market, timeframe))
+        return cur.fetchall()
 
 
 def _upsert_values(cur: psycopg2.extensions.cursor, unique: Sequence[Candle], timeframe: str,
