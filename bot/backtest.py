@@ -47,6 +47,7 @@ import numpy as np
 
 from bot import strategies as st
 from bot.money import AGGRESSIVENESS_DECIMALS, KRW_TICKS, floor_volume, round_price
+from bot.rules import ExitRules, GuardRules
 
 BUY, HOLD, SELL = 1, 0, -1  # values of BacktestResult.actions
 ACTION_NAMES = {BUY: "buy", HOLD: "hold", SELL: "sell"}
@@ -70,7 +71,9 @@ class CandleSeries(Protocol):
 
 @dataclass(frozen=True)
 class BacktestParams:
-    """The trading settings a backtest replays (DESIGN.md's names, as floats)."""
+    """The trading settings a backtest replays (the settings' names, as
+    numbers). ``BacktestParams()`` is the bare strategy with every exit and
+    guard off; :meth:`from_settings` is what the daemon trades."""
 
     threshold: float = 0.2
     aggressiveness: float = 0.0015
@@ -78,6 +81,15 @@ class BacktestParams:
     fee_buffer: float = 0.0005
     min_order_krw: float = 5000.0
     cash: float = 1_000_000.0
+    max_position_krw: float = 0.0  # 0: no cap
+    stop_loss_pct: float = 0.0
+    trailing_stop_pct: float = 0.0
+    take_profit_pct: float = 0.0
+    cooldown_candles: int = 0
+    stop_guard_exits: int = 0
+    stop_guard_window_candles: int = 60
+    stop_guard_pause_candles: int = 120
+    daily_loss_limit_pct: float = 0.0
 
     def __post_init__(self) -> None:
         checks = (
@@ -87,6 +99,15 @@ class BacktestParams:
             ("fee_buffer", 0.0 <= self.fee_buffer < 0.1, "in [0, 0.1)"),
             ("min_order_krw", 0.0 < self.min_order_krw < math.inf, "positive"),
             ("cash", 0.0 < self.cash < math.inf, "positive"),
+            ("max_position_krw", 0.0 <= self.max_position_krw < math.inf, ">= 0"),
+            ("stop_loss_pct", 0.0 <= self.stop_loss_pct < 100.0, "in [0, 100)"),
+            ("trailing_stop_pct", 0.0 <= self.trailing_stop_pct < 100.0, "in [0, 100)"),
+            ("take_profit_pct", 0.0 <= self.take_profit_pct < math.inf, ">= 0"),
+            ("cooldown_candles", self.cooldown_candles >= 0, ">= 0"),
+            ("stop_guard_exits", self.stop_guard_exits >= 0, ">= 0"),
+            ("stop_guard_window_candles", self.stop_guard_window_candles >= 1, ">= 1"),
+            ("stop_guard_pause_candles", self.stop_guard_pause_candles >= 1, ">= 1"),
+            ("daily_loss_limit_pct", 0.0 <= self.daily_loss_limit_pct <= 100.0, "in [0, 100]"),
         )
         for name, ok, allowed in checks:
             if not ok:
@@ -97,13 +118,30 @@ class BacktestParams:
 
     @classmethod
     def from_settings(cls, settings: Any) -> BacktestParams:
-        """From :class:`bot.config.Settings` (THRESHOLD, AGGRESSIVENESS,
-        FEE_RATE, FEE_BUFFER, MIN_ORDER_KRW, PAPER_START_KRW)."""
+        """From :class:`bot.config.Settings`: every setting of the same name,
+        PAPER_START_KRW as the cash."""
         return cls(threshold=float(settings.threshold),
                    aggressiveness=float(settings.aggressiveness),
                    fee_rate=float(settings.fee_rate), fee_buffer=float(settings.fee_buffer),
                    min_order_krw=float(settings.min_order_krw),
-                   cash=float(settings.paper_start_krw))
+                   cash=float(settings.paper_start_krw),
+                   max_position_krw=float(settings.max_position_krw),
+                   stop_loss_pct=float(settings.stop_loss_pct),
+                   trailing_stop_pct=float(settings.trailing_stop_pct),
+                   take_profit_pct=float(settings.take_profit_pct),
+                   cooldown_candles=settings.cooldown_candles,
+                   stop_guard_exits=settings.stop_guard_exits,
+                   stop_guard_window_candles=settings.stop_guard_window_candles,
+                   stop_guard_pause_candles=settings.stop_guard_pause_candles,
+                   daily_loss_limit_pct=float(settings.daily_loss_limit_pct))
+
+    def exit_rules(self) -> ExitRules:
+        return ExitRules(_dec(self.stop_loss_pct), _dec(self.trailing_stop_pct),
+                         _dec(self.take_profit_pct))
+
+    def guard_rules(self) -> GuardRules:
+        return GuardRules(self.cooldown_candles, self.stop_guard_exits,
+                          self.stop_guard_window_candles, self.stop_guard_pause_candles)
 
 
 def _decimals(value: float) -> int:
@@ -210,12 +248,20 @@ def bars_per_year(ts: np.ndarray) -> float:
 
 @dataclass(frozen=True, eq=False)
 class Prepared:
-    """The weight-independent part of a backtest of one series under one
-    ``aggressiveness``: signal codes, limit prices and fill flags per bar.
-    ``buy_fill[i]``: a bid placed at close i fills on bar i+1; likewise
-    ``sell_fill``. Build with :func:`prepare`; reuse across weight vectors."""
+    """The parameter-independent part of a backtest of one series under one
+    ``aggressiveness``: signal codes, limit prices and fills per bar. Build
+    with :func:`prepare`; reuse across parameter sets.
+
+    For an order decided at the close of bar i (docs/semantics.md, "Fills"):
+    ``buy_fill[i]`` says a bid at ``bid[i]`` fills on bar i+1, at
+    ``buy_price[i] = min(open[i+1], bid[i])``; likewise ``sell_fill`` /
+    ``sell_price = max(open[i+1], ask[i])`` for the ask. The last bar's
+    orders never fill. ``day[i]`` is the UTC day (days since the epoch) of bar
+    i's close, the daily loss limit's day; ``period`` the bar length in
+    seconds."""
 
     ts: np.ndarray
+    open: np.ndarray
     high: np.ndarray
     low: np.ndarray
     close: np.ndarray
@@ -228,6 +274,10 @@ class Prepared:
     ask_band: np.ndarray
     buy_fill: np.ndarray
     sell_fill: np.ndarray
+    buy_price: np.ndarray
+    sell_price: np.ndarray
+    day: np.ndarray
+    period: int
     aggressiveness: float
     bars_per_year: float
 
@@ -241,21 +291,34 @@ class Prepared:
         return Decimal(int(self.ask_units[i])) * _BAND_TICK_DEC[self.ask_band[i]]
 
 
+def bar_period(ts: np.ndarray) -> int:
+    """The bar length in seconds: the smallest step between candles (minutes
+    without trades only lengthen steps), 60 for fewer than two candles."""
+    t = np.asarray(ts, dtype=np.int64)
+    return int(np.diff(t).min()) if len(t) > 1 else 60
+
+
 def prepare(candles: CandleSeries, params: BacktestParams) -> Prepared:
-    """Signals, limit prices and fill flags of a series, vectorised."""
+    """Signals, limit prices and fills of a series, vectorised."""
     ts, open_, high, low, close = _columns(candles)
     codes = st.signal_codes(st.signal_matrix(ts, open_, close))
     a = params.aggressiveness
     bid_units, bid_band = _tick_units(close * (1.0 + a), up=True)
     ask_units, ask_band = _tick_units(close * (1.0 - a), up=False)
     bid, ask = _price_of(bid_units, bid_band), _price_of(ask_units, ask_band)
-    buy_fill = np.zeros(len(ts), dtype=bool)
-    sell_fill = np.zeros(len(ts), dtype=bool)
+    n = len(ts)
+    buy_fill = np.zeros(n, dtype=bool)
+    sell_fill = np.zeros(n, dtype=bool)
     buy_fill[:-1] = low[1:] <= bid[:-1]
     sell_fill[:-1] = high[1:] >= ask[:-1]
-    return Prepared(ts, high, low, close, codes, bid, ask, bid_units.astype(np.int64), bid_band,
-                    ask_units.astype(np.int64), ask_band, buy_fill, sell_fill, a,
-                    bars_per_year(ts))
+    buy_price, sell_price = bid.copy(), ask.copy()
+    buy_price[:-1] = np.minimum(open_[1:], bid[:-1])
+    sell_price[:-1] = np.maximum(open_[1:], ask[:-1])
+    period = bar_period(ts)
+    day = (ts + period) // 86_400
+    return Prepared(ts, open_, high, low, close, codes, bid, ask, bid_units.astype(np.int64),
+                    bid_band, ask_units.astype(np.int64), ask_band, buy_fill, sell_fill,
+                    buy_price, sell_price, day, period, a, bars_per_year(ts))
 
 
 def _prepared(candles: CandleSeries | Prepared, params: BacktestParams) -> Prepared:

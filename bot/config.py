@@ -31,6 +31,8 @@ SECRET_NAMES = frozenset({"UPBIT_ACCESS_KEY", "UPBIT_SECRET_KEY", "TELEGRAM_BOT_
 # What ``NOTIFY_EVENTS`` may name (bot.notify formats each one).
 NOTIFY_EVENT_NAMES = ("order.filled", "order.cancelled", "weights.adopted", "job.failing",
                       "risk.loss_limit", "daily.summary")
+# What OPTIMIZE_TUNE may name: the parameter groups the optimizer can tune.
+TUNABLE = ("weights", "threshold", "cooldown", "exits")
 _MARKET_RE = re.compile(r"^KRW-[A-Z0-9]{1,15}$")
 _CRON_FIELD_RE = re.compile(r"^[0-9*/,\-]+$")
 
@@ -190,6 +192,13 @@ def _notify_events(raw: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
+def _tune(raw: str) -> tuple[str, ...]:
+    items = [item.strip().lower() for item in raw.split(",") if item.strip()]
+    if not items or any(item not in TUNABLE for item in items):
+        raise ValueError("a comma list of " + ", ".join(TUNABLE))
+    return tuple(name for name in TUNABLE if name in items)
+
+
 def _markets(raw: str) -> tuple[str, ...]:
     items = [m.strip().upper() for m in raw.split(",") if m.strip()]
     if not items or any(not _MARKET_RE.match(m) for m in items):
@@ -321,6 +330,28 @@ SETTINGS: tuple[Setting, ...] = (
     S("DAILY_LOSS_LIMIT_PCT", "5", _decimal(Decimal(0), Decimal(100)),
       "stop new buys for the rest of the UTC day once equity is this many percent below "
       "the day's start (0 = off)", group="risk"),
+    S("STOP_LOSS_PCT", "5", _decimal(Decimal(0), Decimal(100), hi_open=True),
+      "sell a held market once its close is this many percent below the average entry "
+      "(0 = off)", group="risk"),
+    S("TRAILING_STOP_PCT", "0", _decimal(Decimal(0), Decimal(100), hi_open=True),
+      "sell once the close is this many percent below the highest close since entry "
+      "(0 = off)", group="risk"),
+    S("TAKE_PROFIT_PCT", "0", _decimal(Decimal(0), Decimal(10000)),
+      "sell once the close is this many percent above the average entry (0 = off)",
+      group="risk"),
+    S("COOLDOWN_CANDLES", "0", _int(0, 100_000),
+      "candles after a sell fills before a buy may be decided (0 = at that candle's close)",
+      group="risk"),
+    S("STOP_GUARD_EXITS", "0", _int(0, 1000),
+      "stop exits (stop-loss or trailing) within STOP_GUARD_WINDOW_CANDLES that pause a "
+      "market's buys (0 = off)", group="risk"),
+    S("STOP_GUARD_WINDOW_CANDLES", "60", _int(1, 100_000),
+      "the window, in candles, in which the stop guard counts stop exits", group="risk"),
+    S("STOP_GUARD_PAUSE_CANDLES", "120", _int(1, 100_000),
+      "candles without buys after the stop guard trips", group="risk"),
+    S("LIVE_ALLOW_UNVALIDATED", "false", _bool,
+      "live mode: open positions even without a parameter set the optimizer adopted for "
+      "the market", group="risk"),
     # collector
     S("BACKFILL_MAX_CANDLES", "10080", _int(200, 10_000_000),
       "how far back one collect pass fills a gap (default 7 days of minutes)",
@@ -335,6 +366,9 @@ SETTINGS: tuple[Setting, ...] = (
       "weight vectors tried per optimize run", group="optimizer"),
     S("OPTIMIZE_MIN_IMPROVEMENT", "0.1", _decimal(Decimal(0)),
       "holdout objective margin new weights must win by to be adopted", group="optimizer"),
+    S("OPTIMIZE_TUNE", "weights,threshold,cooldown", _tune,
+      "what the optimizer tunes: a comma list of " + ", ".join(TUNABLE) + " (the others "
+      "stay the settings' values)", group="optimizer"),
     # schedules
     S("COLLECT_SCHEDULE", "* * * * *", _schedule,
       "when Beat sends collect: 5-field crontab or seconds", group="schedules"),
@@ -417,11 +451,20 @@ class Settings:
     weights: Mapping[str, float]
     max_position_krw: Decimal
     daily_loss_limit_pct: Decimal
+    stop_loss_pct: Decimal
+    trailing_stop_pct: Decimal
+    take_profit_pct: Decimal
+    cooldown_candles: int
+    stop_guard_exits: int
+    stop_guard_window_candles: int
+    stop_guard_pause_candles: int
+    live_allow_unvalidated: bool
     backfill_max_candles: int
     optimize_lookback_days: int
     optimize_holdout: Decimal
     optimize_candidates: int
     optimize_min_improvement: Decimal
+    optimize_tune: tuple[str, ...]
     collect_schedule: str
     trade_schedule: str
     reconcile_schedule: str
@@ -488,6 +531,13 @@ class Settings:
             "fee_rate": str(self.fee_rate),
             "max_position_krw": str(self.max_position_krw),
             "daily_loss_limit_pct": str(self.daily_loss_limit_pct),
+            "stop_loss_pct": str(self.stop_loss_pct),
+            "trailing_stop_pct": str(self.trailing_stop_pct),
+            "take_profit_pct": str(self.take_profit_pct),
+            "cooldown_candles": self.cooldown_candles,
+            "stop_guard": (f"{self.stop_guard_exits}/{self.stop_guard_window_candles}"
+                           f"/{self.stop_guard_pause_candles}" if self.stop_guard_exits
+                           else "off"),
             "order_timeout_seconds": self.order_timeout_seconds,
             "database": redact_url(self.database_url),
             "broker": redact_url(self.celery_broker_url),

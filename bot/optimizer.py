@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from bot import clock, strategies
@@ -59,6 +60,46 @@ def current_weights(settings: Settings, db: Database, market: str) -> tuple[dict
     if row is not None:
         return strategies.normalise_weights(row.weights), row.version
     return strategies.normalise_weights(dict(settings.weights)), None
+
+
+@dataclass(frozen=True)
+class InForce:
+    """The parameters the trader uses now for a market, and where each came
+    from. ``version`` is the adopted parameter set's (None: the settings);
+    ``sources`` maps each parameter name to ``"setting"`` or ``"optimizer vN"``;
+    ``verdict`` is the optimizer's latest verdict for the market (``adopt``,
+    ``keep``, ``stand_aside``; None before its first run)."""
+
+    weights: dict[str, float]
+    threshold: Decimal
+    cooldown_candles: int
+    stop_loss_pct: Decimal
+    trailing_stop_pct: Decimal
+    take_profit_pct: Decimal
+    version: int | None
+    sources: dict[str, str]
+    verdict: str | None
+
+    @property
+    def standing_aside(self) -> bool:
+        return self.verdict == "stand_aside"
+
+
+PARAMETERS = ("weights", "threshold", "cooldown_candles", "stop_loss_pct", "trailing_stop_pct",
+              "take_profit_pct")
+
+
+def params_in_force(settings: Settings, db: Database, market: str) -> InForce:
+    """What the trader trades ``market`` with (see :class:`InForce`)."""
+    weights, version = current_weights(settings, db, market)
+    run = run_store.latest(db, market)
+    sources = {name: "setting" for name in PARAMETERS}
+    if version is not None:
+        sources["weights"] = f"optimizer v{version}"
+    return InForce(weights, settings.threshold, settings.cooldown_candles,
+                   settings.stop_loss_pct, settings.trailing_stop_pct, settings.take_profit_pct,
+                   version, sources,
+                   None if run is None else ("adopt" if run.adopted else "keep"))
 
 
 def daily_seed(market: str, now: datetime) -> int:

@@ -153,7 +153,16 @@ def test_result_to_dict_is_the_json_object():
 def test_params_from_settings_and_validation():
     params = bt.BacktestParams.from_settings(load_settings({"THRESHOLD": "0.3",
                                                             "PAPER_START_KRW": "2000000"}))
-    assert params == bt.BacktestParams(threshold=0.3, cash=2_000_000.0)
+    assert params == bt.BacktestParams(threshold=0.3, cash=2_000_000.0, stop_loss_pct=5.0,
+                                       daily_loss_limit_pct=5.0)
+    tuned = bt.BacktestParams.from_settings(load_settings({
+        "TRAILING_STOP_PCT": "2.5", "TAKE_PROFIT_PCT": "10", "COOLDOWN_CANDLES": "15",
+        "STOP_GUARD_EXITS": "2", "STOP_GUARD_WINDOW_CANDLES": "30",
+        "STOP_GUARD_PAUSE_CANDLES": "90", "MAX_POSITION_KRW": "300000"}))
+    assert (tuned.trailing_stop_pct, tuned.take_profit_pct, tuned.cooldown_candles) == (
+        2.5, 10.0, 15)
+    assert (tuned.stop_guard_exits, tuned.stop_guard_window_candles,
+            tuned.stop_guard_pause_candles, tuned.max_position_krw) == (2, 30, 90, 300_000.0)
     with pytest.raises(ValueError):
         bt.BacktestParams(threshold=0.0)
 
