@@ -2,8 +2,11 @@
 PostgreSQL advisory lock so that workers starting together do not race.
 
 ``schema_migrations`` records what is applied. After the files, the candles
-table becomes a TimescaleDB hypertable when the extension can be created;
-plain PostgreSQL otherwise (one log line says which).
+table becomes a TimescaleDB hypertable when the extension can be created
+(installed, in shared_preload_libraries, and the role a superuser or holding
+CREATE on the database: the extension is marked trusted); plain PostgreSQL
+otherwise (one log line says which, and why). A database migrated plain is
+converted, its rows kept, by the first migration that can create the extension.
 """
 
 from __future__ import annotations
