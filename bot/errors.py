@@ -21,6 +21,11 @@ class DatabaseUnavailable(TemporaryError):
     """PostgreSQL refused or dropped the connection."""
 
 
+class SchemaMissing(BotError):
+    """The database lacks a table the code needs: it was never migrated (or
+    by an older version)."""
+
+
 class ExchangeError(BotError):
     """An error answer from Upbit (or the paper exchange).
 

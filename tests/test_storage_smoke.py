@@ -23,6 +23,20 @@ def test_upsert_counts_inserts_updates_and_skips_unchanged(db):
     assert [c.close for c in stored] == [Decimal("100"), Decimal("100.5"), Decimal("100")]
 
 
+@pytest.mark.parametrize("copy", [False, True])
+def test_a_final_candle_is_never_replaced_by_a_view_in_progress(db, monkeypatch, copy):
+    if copy:
+        monkeypatch.setattr(candles, "COPY_THRESHOLD", 1)
+    final = replace(_c(5, "100.7"), meta={"final": True})
+    assert candles.upsert_candles(db, [final], "1m") == candles.UpsertResult(1, 0)
+    stale = replace(_c(5, "100.2"), meta={"final": False})
+    assert candles.upsert_candles(db, [stale], "1m") == candles.UpsertResult(0, 0)
+    (stored,) = candles.load_candles(db, "KRW-BTC", "1m")
+    assert stored.close == Decimal("100.7") and stored.meta == {"final": True}
+    corrected = replace(_c(5, "100.9"), meta={"final": True})  # a final correction wins
+    assert candles.upsert_candles(db, [corrected], "1m") == candles.UpsertResult(0, 1)
+
+
 def _big(minute: int, close: str = "50123000.0", meta: dict | None = None) -> Candle:
     ts = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=minute)
     return Candle("KRW-BTC", ts, Decimal("50000000.0"), Decimal("50200000.0"),
@@ -58,7 +72,7 @@ def test_large_batch_takes_the_copy_path_with_the_same_semantics(db, monkeypatch
     again = list(batch)
     for i in range(0, n, 7):
         again[i] = _big(i, close="50124000.0")
-    again[5] = _big(5, meta={**batch[5].meta, "final": False})
+    again[5] = _big(5, meta={**batch[5].meta, "trades": 7})
     again += [_big(n + i) for i in range(10)] + [_big(n + 9, close="1")]
     changed = len(range(0, n, 7)) + 1
     assert candles.upsert_candles(db, again, "1m") == candles.UpsertResult(10, changed)

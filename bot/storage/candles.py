@@ -29,6 +29,10 @@ WHERE (candles.open, candles.high, candles.low, candles.close, candles.volume,
       IS DISTINCT FROM
       (EXCLUDED.open, EXCLUDED.high, EXCLUDED.low, EXCLUDED.close, EXCLUDED.volume,
        EXCLUDED.quote_volume, EXCLUDED.meta)
+  -- a closed candle's final values are never replaced by a view of it in progress
+  -- (a backfill's page fetched before the collector stored the close, say)
+  AND NOT (coalesce((candles.meta->>'final')::boolean, false)
+           AND NOT coalesce((EXCLUDED.meta->>'final')::boolean, false))
 RETURNING (xmax = 0) AS inserted
 """
 _UPSERT = f"INSERT INTO candles ({_COLUMNS}) VALUES %s{_ON_CONFLICT}"

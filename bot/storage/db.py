@@ -14,12 +14,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.extras
 import psycopg2.pool
 
 from bot.config import redact_url
-from bot.errors import DatabaseUnavailable
+from bot.errors import DatabaseUnavailable, SchemaMissing
 
 _CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
 
@@ -70,6 +71,11 @@ class Database:
         except _CONNECTION_ERRORS as exc:
             broken = True
             raise DatabaseUnavailable(_describe(exc, self.dsn)) from None
+        except psycopg2.errors.UndefinedTable as exc:
+            conn.rollback()
+            first = str(exc).strip().splitlines()[0]
+            raise SchemaMissing(f"the database schema is missing or old ({first}): run "
+                                "`bot migrate` (workers migrate when they start)") from None
         except BaseException:
             try:
                 conn.rollback()
