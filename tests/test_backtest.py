@@ -1,11 +1,10 @@
 """The backtest engine: hand-computed trades, the contract with the decision
 function and a bar-by-bar reference simulation, tick rounding, no look-ahead,
-the batch evaluator, and the CSV reader."""
+and the CSV reader (the batch evaluator: tests/test_batch.py)."""
 
 from __future__ import annotations
 
 import json
-import math
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -15,8 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as hs
 
 from bot import backtest as bt
-from bot.batch import evaluate_batch as batch_eval
-from bot.config import SIGNAL_NAMES, load_settings
+from bot.config import load_settings
 from bot.money import KRW_TICKS, floor_volume
 from bot.storage.candles import CandleArrays
 
@@ -264,47 +262,6 @@ def test_no_look_ahead(seed, cut):
         other.buy_bars[other.buy_bars <= cut].tolist()
     assert base.sell_bars[base.sell_bars <= cut].tolist() == \
         other.sell_bars[other.sell_bars <= cut].tolist()
-
-
-# --- batch == exact ----------------------------------------------------------------
-
-
-def test_batch_agrees_with_exact_engine():
-    # Enough cash that fees never bring an order near the minimum: the regime
-    # in which the batch evaluator's position path is exact.
-    params = bt.BacktestParams(cash=1e9)
-    series = random_walk(3000, 11)
-    prep = bt.prepare(series, params)
-    rng = np.random.default_rng(5)
-    matrix = np.vstack([np.eye(6), np.ones(6), rng.dirichlet(np.ones(6), 9),
-                        rng.dirichlet(np.full(6, 0.3), 9)])
-    batch = batch_eval(prep, matrix, params)
-    traded = 0
-    for i, row in enumerate(matrix):
-        exact = bt.run_backtest(prep, dict(zip(SIGNAL_NAMES, row, strict=True)), params)
-        assert exact.final_equity > 100 * params.min_order_krw
-        assert batch.fills[i] == exact.fills and batch.round_trips[i] == exact.round_trips
-        assert batch.exposure[i] == pytest.approx(exact.exposure, abs=1e-12)
-        gap = abs(math.log1p(batch.total_return[i]) - math.log1p(exact.total_return))
-        assert gap <= 1e-7 * max(exact.round_trips, 1)  # see BatchMetrics
-        assert batch.sharpe[i] == pytest.approx(exact.sharpe, rel=1e-4, abs=1e-4)
-        traded += exact.fills > 0
-    assert traded >= 20
-
-
-def test_batch_chunking_and_threads_do_not_change_results():
-    series = random_walk(1200, 3)
-    matrix = np.random.default_rng(1).dirichlet(np.ones(6), 300)
-    one = batch_eval(series, matrix, DEFAULT)
-    many = batch_eval(series, matrix, DEFAULT, chunk=64, block=100, threads=2)
-    assert many.fills.tolist() == one.fills.tolist()
-    np.testing.assert_allclose(many.total_return, one.total_return, rtol=1e-5, atol=1e-9)
-    np.testing.assert_allclose(many.sharpe, one.sharpe, rtol=1e-4, atol=1e-6)
-
-
-def test_batch_rejects_bad_weights():
-    with pytest.raises(ValueError):
-        batch_eval(random_walk(300, 1), np.zeros((2, 6)), DEFAULT)
 
 
 def test_plot_draws_a_png(tmp_path):
