@@ -199,3 +199,23 @@ def test_exact_engine_equals_the_reference_bar_for_bar(steps, raw, params, offse
         if trigger == rules.SIGNAL:
             assert bt.ACTION_NAMES[int(result.actions[i])] == d.action, f"bar {i}"
         assert result.scores[i] == d.score
+
+
+# --- the batch evaluator -----------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(steps_strategy, weights_strategy, params_strategy, hs.integers(0, 86_399),
+       hs.booleans())
+def test_batch_evaluator_equals_the_reference_bar_for_bar(steps, raw, params, offset, gaps):
+    from bot.batch import trace_batch
+    series = random_series(steps, offset, gaps)
+    weights = dict(zip(SIGNAL_NAMES, raw, strict=True))
+    trace = trace_batch(series, weights, params)
+    ref = reference(series, weights, params)
+    assert [(bt.ACTION_NAMES[a], bt.TRIGGERS[t]) for a, t in zip(
+        trace.actions.tolist(), trace.triggers.tolist(), strict=True)] == ref.decisions
+    sides = ["bid" if s == bt.BUY else "ask" for s in trace.fill_sides.tolist()]
+    assert list(zip(trace.fill_bars.tolist(), sides, trace.fill_prices.tolist(),
+                    strict=True)) == [(b, s, float(p)) for b, s, p, _, _ in ref.fills]
+    assert trace.final_equity == pytest.approx(float(ref.final), rel=1e-9)
