@@ -138,10 +138,12 @@ def cmd_trade(settings: Settings, args: argparse.Namespace) -> int:
         if o.status == "already_decided":
             # The daemon (or an earlier `bot trade`) decided this candle: say what.
             event(log, "decision.exists", market=market, candle=o.candle_ts, action=o.action,
+                  trigger=o.trigger,
                   score=round(o.score or 0.0, 4), order=o.identifier or "none",
                   state=o.order_state or "-", why=o.reason)
         out.append({"market": market, "status": o.status, "candle_ts": o.candle_ts,
-                    "action": o.action, "score": o.score, "signals": o.signals,
+                    "action": o.action, "trigger": o.trigger, "score": o.score,
+                    "signals": o.signals,
                     "reason": o.reason, "weights_version": o.weights_version,
                     "order": None if o.order is None else {
                         "side": o.order.side, "price": str(o.order.price),
@@ -239,7 +241,6 @@ def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_optimize(settings: Settings, args: argparse.Namespace) -> int:
     from bot.optimizer import optimize_market, search
-    from bot.strategies import normalise_weights
     if args.candidates is not None and args.candidates < 1:
         raise UsageError("--candidates must be at least 1")
     if args.days is not None and not args.days > 0:
@@ -247,8 +248,7 @@ def cmd_optimize(settings: Settings, args: argparse.Namespace) -> int:
     out = []
     if args.csv:
         (_, candles), = _series(settings, args)
-        outcome = search(settings, candles, normalise_weights(dict(settings.weights)),
-                         candidates=args.candidates, seed=args.seed or 0)
+        outcome = search(settings, candles, candidates=args.candidates, seed=args.seed or 0)
         out.append(_optimize_json(None, outcome, None, None))
     else:
         db = _database(settings)
@@ -262,6 +262,61 @@ def cmd_optimize(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_walkforward(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.walkforward import walk_forward
+    train = settings.optimize_lookback_days if args.train_days is None else args.train_days
+    for name, value in (("--train-days", train), ("--test-days", args.test_days),
+                        ("--days", args.days)):
+        if value is not None and not value > 0:
+            raise UsageError(f"{name} must be a positive number")
+    if args.candidates is not None and args.candidates < 1:
+        raise UsageError("--candidates must be at least 1")
+    if args.days is None and not args.csv:
+        args.days = train + 30  # a month out of sample after the first training window
+    from bot.plot import plot_paths, walkforward_or_explain
+    series = _series(settings, args)
+    try:  # a bad --plot name stops the command before any work
+        plots = plot_paths(args.plot, [m for m, _ in series]) if args.plot else []
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    out, plot_problem = [], None
+    for k, (market, candles) in enumerate(series):
+        name = market or args.csv
+        if len(candles) == 0:
+            raise UsageError(f"no candles stored for {market}: run `bot backfill` first")
+        progress = None
+        if not args.quiet:
+            from bot.collector import Progress
+            bar = Progress(f"walkforward {name}")
+
+            def progress(done: int, total: int, bar: Any = bar) -> None:
+                bar.update(done / total, f"{done}/{total} runs")
+        try:
+            wf = walk_forward(settings, candles, train_days=train, test_days=args.test_days,
+                              candidates=args.candidates, seed=args.seed, progress=progress)
+        except ValueError as exc:
+            raise UsageError(f"{name}: {exc}") from None
+        data = {"market": market, **wf.to_dict()}
+        if plots and plot_problem is None:
+            plot_problem = walkforward_or_explain(wf, plots[k], title=name)
+            if plot_problem is None:
+                data["plot"] = str(plots[k])
+        out.append(data)
+        event(log, "walkforward", market=name, segments=len(wf.segments),
+              total_return=round(wf.total_return, 6),
+              default_return=round(wf.default_return, 6),
+              buy_and_hold=round(wf.buy_and_hold_return, 6),
+              max_drawdown=round(wf.max_drawdown, 6), round_trips=wf.round_trips,
+              fees=round(wf.fees, 2), adoptions=wf.adoptions, keeps=wf.keeps,
+              stand_asides=wf.stand_asides, seconds=round(wf.duration_s, 1))
+    if args.json:
+        _print_json(_one_or_many(out))
+    if plot_problem:
+        sys.stderr.write(f"bot walkforward: {plot_problem}\n")
+        return EXIT_USAGE
+    return EXIT_OK
+
+
 def _metrics(data: dict[str, Any] | None) -> dict[str, Any] | None:
     from bot.backtest import BacktestResult
     return None if data is None else with_money(data, BacktestResult.MONEY)
@@ -270,7 +325,9 @@ def _metrics(data: dict[str, Any] | None) -> dict[str, Any] | None:
 def _optimize_json(market: str | None, outcome, run_id: int | None,
                    version: int | None) -> dict[str, Any]:
     headline = _metrics(outcome.holdout_new) or {}
-    return {"market": market, **headline, "weights": outcome.weights,
+    return {"market": market, **headline, "verdict": outcome.verdict,
+            "params": outcome.params, "current_params": outcome.current_params,
+            "tune": list(outcome.tune), "weights": outcome.weights,
             "current_weights": outcome.current_weights, "adopted": outcome.adopted,
             "reason": outcome.reason,
             "train": {"new": _metrics(outcome.train_new),
@@ -280,13 +337,23 @@ def _optimize_json(market: str | None, outcome, run_id: int | None,
             "holdout": {"new": _metrics(outcome.holdout_new),
                         "current": _metrics(outcome.holdout_current),
                         "objective_new": outcome.objective_holdout_new,
-                        "objective_current": outcome.objective_holdout_current},
+                        "objective_current": outcome.objective_holdout_current,
+                        "t_new": outcome.t_holdout_new,
+                        "t_current": outcome.t_holdout_current},
             "candidates": outcome.candidates, "duration_s": round(outcome.duration_s, 3),
             "seed": outcome.seed, "run_id": run_id, "weights_version": version}
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
     from bot.runner import run
+    folder = Path(args.schedule_file).absolute().parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        # Beat would crash-loop on it until bot run gives up: say so at once.
+        raise UsageError(f"--schedule-file {args.schedule_file}: {folder} is not a writable"
+                         " folder")
     event(log, "run.starting", **settings.public_summary())
     return run(schedule_file=args.schedule_file, loglevel=settings.log_level)
 
@@ -348,11 +415,29 @@ def build_parser() -> argparse.ArgumentParser:
                    " drawdown and the numbers into FILE (.png, .svg or .pdf; a missing folder"
                    " is created; needs matplotlib). With several markets one file each, the"
                    " market before the suffix: bt.png -> bt-KRW-BTC.png, bt-KRW-ETH.png")
-    p = _add(sub, "optimize", cmd_optimize, "search the weights and adopt them if better")
+    p = _add(sub, "optimize", cmd_optimize, "search the parameter sets (OPTIMIZE_TUNE): adopt"
+             " one if better out of sample, stand aside if the set in force is losing")
     _data_options(p)
-    p.add_argument("--candidates", type=int, help="weight vectors to try (OPTIMIZE_CANDIDATES)")
+    p.add_argument("--candidates", type=int, help="parameter sets to try (OPTIMIZE_CANDIDATES)")
     p.add_argument("--seed", type=int, help="random seed (default: one per market and day)")
     p.add_argument("--no-save", action="store_true", help="report only: store nothing")
+    p = _add(sub, "walkforward", cmd_walkforward, "slide the nightly optimizer over history:"
+             " optimize on the trailing --train-days, trade the next --test-days out of sample"
+             " with its verdict (adopt, keep, stand aside), stitch the out-of-sample equity")
+    p.add_argument("--days", type=float, help="days of stored candles (default: --train-days"
+                   " + 30)")
+    p.add_argument("--csv", metavar="FILE", help="candles from a CSV "
+                   "(ts,open,high,low,close,volume) instead of the database")
+    p.add_argument("--train-days", type=float, help="days each run optimizes on "
+                   "(OPTIMIZE_LOOKBACK_DAYS; split by OPTIMIZE_HOLDOUT as the nightly job)")
+    p.add_argument("--test-days", type=float, default=1.0,
+                   help="days traded out of sample after each run (default 1)")
+    p.add_argument("--candidates", type=int, help="parameter sets per run (OPTIMIZE_CANDIDATES)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="draw the stitched equity against buy and hold and the defaults,"
+                   " each window's verdict marked (.png, .svg or .pdf; needs matplotlib)")
     _add(sub, "status", cmd_status, "one screen: candles, decisions, positions, PnL, workers;"
          " exit 1 when something is wrong")
     p = _add(sub, "health", cmd_health, "exit 0 when ROLE's heartbeat is fresh, else 1",

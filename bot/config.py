@@ -29,8 +29,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 SECRET_NAMES = frozenset({"UPBIT_ACCESS_KEY", "UPBIT_SECRET_KEY", "TELEGRAM_BOT_TOKEN",
                           "NOTIFY_WEBHOOK_URL"})
 # What ``NOTIFY_EVENTS`` may name (bot.notify formats each one).
-NOTIFY_EVENT_NAMES = ("order.filled", "order.cancelled", "weights.adopted", "job.failing",
-                      "risk.loss_limit", "daily.summary")
+NOTIFY_EVENT_NAMES = ("order.filled", "order.cancelled", "weights.adopted",
+                      "weights.stood_aside", "job.failing", "risk.loss_limit", "daily.summary")
 # What OPTIMIZE_TUNE may name: the parameter groups the optimizer can tune.
 TUNABLE = ("weights", "threshold", "cooldown", "exits")
 _MARKET_RE = re.compile(r"^KRW-[A-Z0-9]{1,15}$")

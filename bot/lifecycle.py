@@ -117,7 +117,9 @@ def _record_fills(ctx: TradeContext, row: OrderRow, order: Order) -> int:
     total_funds = sum((t.funds for t in order.trades), Decimal(0))
     new = 0
     for trade in order.trades:
-        if total_funds > 0:
+        if len(order.trades) == 1:
+            fee = order.paid_fee  # exact: no share of a share to round
+        elif total_funds > 0:
             fee = order.paid_fee * trade.funds / total_funds
         else:
             fee = trade.funds * ctx.settings.fee_rate

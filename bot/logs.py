@@ -197,6 +197,26 @@ _QUIET = ("urllib3", "kombu", "amqp", "celery.redirected", "celery.worker.strate
 _SILENT = ("celery.app.trace", "celery.app.base")
 
 
+# Celery's routine INFO lines, the same every few seconds: at DEBUG.
+_ROUTINE = {"celery.beat": ("Scheduler: Sending due task",)}
+
+
+class Demote(logging.Filter):
+    """A logger filter that turns INFO records whose message starts with one
+    of ``prefixes`` into DEBUG records (dropped unless DEBUG is enabled)."""
+
+    def __init__(self, prefixes: tuple[str, ...]):
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (record.levelno == logging.INFO and isinstance(record.msg, str)
+                and record.msg.startswith(self.prefixes)):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
 def set_role(role: str) -> None:
     """Name this process in every line from now on (collector, trader, ...)."""
     global _role
@@ -223,3 +243,8 @@ def setup_logging(level: str = "INFO", fmt: str = "text", role: str = "bot",
     logging.captureWarnings(True)
     for name in _SILENT:
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    for name, prefixes in _ROUTINE.items():
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if isinstance(f, Demote)]:
+            logger.removeFilter(old)
+        logger.addFilter(Demote(prefixes))

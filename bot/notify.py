@@ -150,7 +150,23 @@ def _loss_limit(f: Mapping[str, Any]) -> str:
 
 def _adopted(f: Mapping[str, Any]) -> str:
     text = f"{f.get('market')}: new weights adopted (v{f.get('version')}): {f.get('weights')}"
+    if f.get("params"):
+        text += f"; {f['params']}"
+    if f.get("resumed"):
+        text += "; buys resume after standing aside"
     return text + (f". {f['reason']}" if f.get("reason") else "")
+
+
+def _stood_aside(f: Mapping[str, Any]) -> str:
+    version = f.get("version")
+    using = f"v{version}" if version is not None else "the settings"
+    text = (f"{f.get('market')}: standing aside: no new buys until the optimizer adopts a "
+            "parameter set (exits and sells go on).")
+    if f.get("holdout_return") is not None:
+        return text + (f" The parameters in force ({using}) lost "
+                       f"{_pct(float(f['holdout_return']) * 100)} on the holdout and no "
+                       "candidate qualifies.")
+    return text + (f" {f['reason']}" if f.get("reason") else "")
 
 
 def _failing(f: Mapping[str, Any]) -> str:
@@ -187,6 +203,7 @@ _FORMATS: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "order.cancelled": _cancelled,
     "risk.loss_limit": _loss_limit,
     "weights.adopted": _adopted,
+    "weights.stood_aside": _stood_aside,
     "job.failing": _failing,
     "daily.summary": summary_text,
 }

@@ -1,19 +1,29 @@
-"""The optimizer job: tune a market's signal weights on its stored candles and
-hand them to the trader only when they are better out of sample.
+"""The optimizer job: tune a market's parameter set on its stored candles and
+hand it to the trader only when it is better out of sample; stand aside when
+the set in force is losing.
 
 For a market: load the last OPTIMIZE_LOOKBACK_DAYS of closed candles, split
 them in time (the newest OPTIMIZE_HOLDOUT share is the holdout), search the
-weights on the training part and judge the best candidate against the weights
-in use on the holdout (:func:`bot.search.choose`: the objective and the
-adoption rules are documented there). Every run is recorded in
-``optimizer_runs``; adopted weights become a new ``strategy_weights`` version,
-which the trader's next decision uses and names. No Celery here.
+groups named in OPTIMIZE_TUNE on the training part and judge the best
+candidate against the set in force on the holdout (:func:`bot.search.choose`:
+the objective, the grids and the verdict rules are documented there). Every
+run is recorded in ``optimizer_runs`` with its verdict; an adopted set
+becomes a new ``strategy_weights`` version, which the trader's next decision
+uses and names. No Celery here.
+
+What the trader trades with is :func:`params_in_force`: for each group in
+OPTIMIZE_TUNE the newest adopted set's value, else the setting; the groups
+not in OPTIMIZE_TUNE always come from the settings, so a user keeps a setting
+their own by leaving its group out. Until the first adoption every value is
+the setting's (``InForce.version`` None: not validated, which the live gate
+reads). A market stands aside (no new buys) while its latest run's verdict is
+``stand_aside``; the state is in the database, so it survives restarts.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -23,14 +33,29 @@ from bot import clock, strategies
 from bot.backtest import BacktestParams
 from bot.config import Settings
 from bot.logs import event
-from bot.search import OptimizeOutcome, choose, split
+from bot.search import (
+    ADOPT,
+    GROUP_OF,
+    MIN_BARS,
+    STAND_ASIDE,
+    OptimizeOutcome,
+    ParamSet,
+    choose,
+    split,
+)
 from bot.storage import Database
 from bot.storage import candles as candle_store
 from bot.storage import optimizer_runs as run_store
 from bot.storage import weights as weight_store
 from bot.storage.candles import CandleArrays
+from bot.storage.weights import WeightsRow
 
 log = logging.getLogger("bot.optimizer")
+
+SETTING = "setting"  # the source of a value that is not an adopted set's
+# A market whose newest judged run is older than this gets a run soon after the
+# workers start (see due_markets), not only at OPTIMIZE_SCHEDULE.
+RUN_AT_LEAST_EVERY = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -48,18 +73,12 @@ class OptimizeRun:
         return self.outcome.adopted
 
     @property
+    def verdict(self) -> str:
+        return self.outcome.verdict
+
+    @property
     def reason(self) -> str:
         return self.outcome.reason
-
-
-def current_weights(settings: Settings, db: Database, market: str) -> tuple[dict[str, float],
-                                                                          int | None]:
-    """The weights the trader uses now for ``market`` (normalised) and their
-    version: the newest adopted ones, else WEIGHTS (empty: equal), version None."""
-    row = weight_store.current(db, market)
-    if row is not None:
-        return strategies.normalise_weights(row.weights), row.version
-    return strategies.normalise_weights(dict(settings.weights)), None
 
 
 @dataclass(frozen=True)
@@ -84,22 +103,86 @@ class InForce:
     def standing_aside(self) -> bool:
         return self.verdict == "stand_aside"
 
+    def param_set(self) -> ParamSet:
+        """The same values as the optimizer's numbers."""
+        return ParamSet(dict(self.weights), float(self.threshold), self.cooldown_candles,
+                        float(self.stop_loss_pct), float(self.trailing_stop_pct),
+                        float(self.take_profit_pct))
+
 
 PARAMETERS = ("weights", "threshold", "cooldown_candles", "stop_loss_pct", "trailing_stop_pct",
               "take_profit_pct")
 
 
+def settings_set(settings: Settings) -> ParamSet:
+    """The set the settings define: WEIGHTS (empty: equal), THRESHOLD, ..."""
+    return ParamSet.of(BacktestParams.from_settings(settings), dict(settings.weights))
+
+
+def combine(base: ParamSet, adopted: ParamSet | None, tuned: Iterable[str],
+            tune: Iterable[str], label: str) -> tuple[ParamSet, dict[str, str]]:
+    """The set in force and each value's source: a value comes from
+    ``adopted`` (source ``label``) when its group is both in ``tune``
+    (OPTIMIZE_TUNE now) and in ``tuned`` (what the adopted set set), else
+    from ``base`` (the settings, source ``"setting"``)."""
+    use = set(tuned) & set(tune) if adopted is not None else set()
+    values, sources = {}, {}
+    for name in PARAMETERS:
+        mine = GROUP_OF[name] in use
+        values[name] = getattr(adopted if mine else base, name)
+        sources[name] = label if mine else SETTING
+    return ParamSet(**values), sources
+
+
+def _adopted_set(row: WeightsRow, base: ParamSet) -> ParamSet:
+    stored = row.params or {}
+    values = {name: stored.get(name, getattr(base, name)) for name in PARAMETERS[1:]}
+    return ParamSet(strategies.normalise_weights(row.weights), float(values["threshold"]),
+                    int(values["cooldown_candles"]), float(values["stop_loss_pct"]),
+                    float(values["trailing_stop_pct"]), float(values["take_profit_pct"]))
+
+
+def _dec(value: float) -> Decimal:
+    """A grid value as the Decimal a user would write (5, not 5.0)."""
+    number = float(value)
+    return Decimal(int(number)) if number.is_integer() else Decimal(repr(number))
+
+
+def in_force_of(settings: Settings, row: WeightsRow | None, verdict: str | None) -> InForce:
+    """:class:`InForce` from the newest adopted version (or None) and the
+    latest verdict (pure: :func:`params_in_force` reads them)."""
+    base = settings_set(settings)
+    adopted = None if row is None else _adopted_set(row, base)
+    label = "" if row is None else f"{row.source} v{row.version}"
+    chosen, sources = combine(base, adopted, () if row is None else row.tuned,
+                              settings.optimize_tune, label)
+    from_set = row is not None and any(s != SETTING for s in sources.values())
+
+    def value(name: str, setting: Decimal) -> Decimal:
+        # A setting stays the exact Decimal it was written as.
+        return setting if sources[name] == SETTING else _dec(getattr(chosen, name))
+
+    return InForce(chosen.weights, value("threshold", settings.threshold),
+                   chosen.cooldown_candles, value("stop_loss_pct", settings.stop_loss_pct),
+                   value("trailing_stop_pct", settings.trailing_stop_pct),
+                   value("take_profit_pct", settings.take_profit_pct),
+                   row.version if from_set and row is not None else None, sources, verdict)
+
+
 def params_in_force(settings: Settings, db: Database, market: str) -> InForce:
-    """What the trader trades ``market`` with (see :class:`InForce`)."""
-    weights, version = current_weights(settings, db, market)
+    """What the trader trades ``market`` with (see :class:`InForce` and the
+    module docstring)."""
     run = run_store.latest(db, market)
-    sources = {name: "setting" for name in PARAMETERS}
-    if version is not None:
-        sources["weights"] = f"optimizer v{version}"
-    return InForce(weights, settings.threshold, settings.cooldown_candles,
-                   settings.stop_loss_pct, settings.trailing_stop_pct, settings.take_profit_pct,
-                   version, sources,
-                   None if run is None else ("adopt" if run.adopted else "keep"))
+    return in_force_of(settings, weight_store.current(db, market),
+                       None if run is None else run.verdict)
+
+
+def current_weights(settings: Settings, db: Database, market: str) -> tuple[dict[str, float],
+                                                                          int | None]:
+    """The weights in force for ``market`` and the version of the set in
+    force (:func:`params_in_force`)."""
+    p = params_in_force(settings, db, market)
+    return p.weights, p.version
 
 
 def daily_seed(market: str, now: datetime) -> int:
@@ -107,36 +190,51 @@ def daily_seed(market: str, now: datetime) -> int:
     return int(now.strftime("%Y%m%d")) * 1000 + sum(market.encode()) % 1000
 
 
-def search(settings: Settings, candles: CandleArrays, current: Mapping[str, float], *,
-           candidates: int | None = None, seed: int = 0) -> OptimizeOutcome:
-    """Split, search and judge (no storage)."""
+def search(settings: Settings, candles: CandleArrays, current: ParamSet | None = None, *,
+           standing_aside: bool = False, candidates: int | None = None,
+           seed: int = 0, report_train: bool = True) -> OptimizeOutcome:
+    """Split, search and judge against ``current`` (default: the settings'
+    set), exactly as the nightly job does; no storage. ``report_train``: see
+    :func:`bot.search.choose`."""
     train, holdout = split(candles, float(settings.optimize_holdout))
-    return choose(train, holdout, BacktestParams.from_settings(settings), current,
+    return choose(train, holdout, BacktestParams.from_settings(settings),
+                  current or settings_set(settings), tune=settings.optimize_tune,
                   candidates=candidates or settings.optimize_candidates, seed=seed,
-                  min_improvement=float(settings.optimize_min_improvement))
+                  min_improvement=float(settings.optimize_min_improvement),
+                  standing_aside=standing_aside, report_train=report_train)
+
+
+def stored_params(outcome: OptimizeOutcome) -> dict[str, Any]:
+    """What ``strategy_weights.params`` holds for an adopted set: the groups
+    it tuned and every value it was validated with."""
+    values = {k: v for k, v in outcome.params.items() if k != "weights"}
+    return {"tuned": list(outcome.tune), **values}
 
 
 def _save(db: Database, market: str, candles: CandleArrays, outcome: OptimizeOutcome,
-          current_version: int | None) -> tuple[int, int | None]:
+          current_version: int | None, moment: datetime) -> tuple[int, int | None]:
     ts = candles.ts
     window = (datetime.fromtimestamp(int(ts[0]), UTC) if len(ts) else None,
               datetime.fromtimestamp(int(ts[-1]), UTC) if len(ts) else None)
     with db.cursor() as cur:
         run_id = run_store.insert(
-            cur, market=market, window_start=window[0], window_end=window[1], bars=len(ts),
-            candidates=outcome.candidates, seed=outcome.seed,
-            objective_train_new=outcome.objective_train_new,
+            cur, started_at=moment, market=market, window_start=window[0],
+            window_end=window[1], bars=len(ts), candidates=outcome.candidates,
+            seed=outcome.seed, objective_train_new=outcome.objective_train_new,
             objective_train_current=outcome.objective_train_current,
             objective_holdout_new=outcome.objective_holdout_new,
             objective_holdout_current=outcome.objective_holdout_current,
+            t_holdout_new=outcome.t_holdout_new, t_holdout_current=outcome.t_holdout_current,
             train_new=outcome.train_new, train_current=outcome.train_current,
             holdout_new=outcome.holdout_new, holdout_current=outcome.holdout_current,
             weights=outcome.weights, current_weights=outcome.current_weights,
-            current_version=current_version, adopted=outcome.adopted, reason=outcome.reason,
-            duration_s=outcome.duration_s)
+            params=outcome.params, current_params=outcome.current_params,
+            current_version=current_version, verdict=outcome.verdict, tune=outcome.tune,
+            reason=outcome.reason, duration_s=outcome.duration_s)
         version = None
         if outcome.adopted:
-            version = weight_store.insert(cur, market, outcome.weights, "optimizer", run_id)
+            version = weight_store.insert(cur, market, outcome.weights, "optimizer", run_id,
+                                          params=stored_params(outcome), created_at=moment)
             run_store.set_version(cur, run_id, version)
     return run_id, version
 
@@ -150,25 +248,57 @@ def optimize_market(settings: Settings, db: Database, market: str, *, days: floa
     since = moment - timedelta(days=days or settings.optimize_lookback_days)
     candles = candle_store.load_arrays(db, market, settings.timeframe, since=since,
                                        until=clock.floor_to_unit(moment, settings.unit))
-    current, version = current_weights(settings, db, market)
-    outcome = search(settings, candles, current, candidates=candidates,
+    in_force = params_in_force(settings, db, market)
+    outcome = search(settings, candles, in_force.param_set(),
+                     standing_aside=in_force.standing_aside, candidates=candidates,
                      seed=daily_seed(market, moment) if seed is None else seed)
     run_id = new_version = None
     if save:
-        run_id, new_version = _save(db, market, candles, outcome, version)
+        run_id, new_version = _save(db, market, candles, outcome, in_force.version, moment)
+    _tell(market, len(candles), outcome, in_force, new_version, saved=save, notify=notify)
+    return OptimizeRun(market, outcome, len(candles), run_id, new_version)
+
+
+def _tell(market: str, bars: int, outcome: OptimizeOutcome, before: InForce,
+          version: int | None, *, saved: bool, notify: Callable[..., None]) -> None:
+    """Log the verdict (and notify what changes the trading)."""
     fields: dict[str, Any] = {
-        "market": market, "bars": len(candles), "candidates": outcome.candidates,
+        "market": market, "bars": bars, "candidates": outcome.candidates,
         "objective_new": _round(outcome.objective_holdout_new),
         "objective_current": _round(outcome.objective_holdout_current),
         "seconds": round(outcome.duration_s, 2), "reason": outcome.reason}
-    if outcome.adopted and save:
-        event(log, "weights.adopted", version=new_version, weights=_short(outcome.weights),
+    best = outcome.best
+    if outcome.verdict == ADOPT and saved:
+        resumed = before.standing_aside
+        event(log, "weights.adopted", version=version, params=best.short(), resumed=resumed,
               **fields)
-        notify("weights.adopted", market=market, version=new_version,
-               weights=_short(outcome.weights), reason=outcome.reason)
+        notify("weights.adopted", market=market, version=version, weights=_short(best.weights),
+               params=_values(best, outcome.tune), resumed=resumed, reason=outcome.reason)
+    elif outcome.verdict == STAND_ASIDE:
+        holdout = outcome.holdout_current or {}
+        first = not before.standing_aside
+        event(log, "weights.stood_aside", level=logging.WARNING,
+              version=before.version or "default", since="now" if first else "before",
+              holdout_return=_round(holdout.get("total_return")),
+              t=_round(outcome.t_holdout_current), **fields)
+        if first and saved:
+            notify("weights.stood_aside", market=market, version=before.version,
+                   holdout_return=holdout.get("total_return"), reason=outcome.reason)
     else:
-        event(log, "weights.kept", version=version or "default", **fields)
-    return OptimizeRun(market, outcome, len(candles), run_id, new_version)
+        event(log, "weights.kept", version=before.version or "default", **fields)
+
+
+def _values(best: ParamSet, tune: Sequence[str]) -> str:
+    """The tuned values other than the weights, for the notification."""
+    parts = []
+    if "threshold" in tune:
+        parts.append(f"threshold {best.threshold:g}")
+    if "cooldown" in tune:
+        parts.append(f"cooldown {best.cooldown_candles} candles")
+    if "exits" in tune:
+        parts.append(f"stop-loss {best.stop_loss_pct:g} %, trailing stop "
+                     f"{best.trailing_stop_pct:g} %, take-profit {best.take_profit_pct:g} %")
+    return ", ".join(parts)
 
 
 def _round(value: float | None) -> float | None:
@@ -177,3 +307,58 @@ def _round(value: float | None) -> float | None:
 
 def _short(weights: Mapping[str, float]) -> str:
     return ",".join(f"{k}={v:.3f}" for k, v in weights.items() if v)
+
+
+# --- the start-up run ----------------------------------------------------------------
+
+
+def enough_candles(bars: int, holdout_share: float) -> bool:
+    """Whether ``bars`` candles split (:func:`bot.search.split`) into two parts
+    the verdict can judge (each at least MIN_BARS)."""
+    cut = bars - int(round(bars * holdout_share))
+    return cut >= MIN_BARS and bars - max(0, cut - strategies.FIRST_DECISION) >= MIN_BARS
+
+
+@dataclass(frozen=True)
+class Due:
+    """What the start-up check found: markets to optimize now, and markets
+    due but without candles enough yet (checked again later)."""
+
+    run: tuple[str, ...]
+    waiting: tuple[str, ...]
+
+
+def due_markets(settings: Settings, db: Database, now: datetime) -> Due:
+    """The markets whose newest judged run (one with candles enough) is
+    missing or older than RUN_AT_LEAST_EVERY, split by whether their stored
+    lookback can be judged now."""
+    run, waiting = [], []
+    for market in settings.markets:
+        last = run_store.latest_judged(db, market)
+        if last is not None and last.started_at > now - RUN_AT_LEAST_EVERY:
+            continue
+        candles = candle_store.load_arrays(
+            db, market, settings.timeframe,
+            since=now - timedelta(days=settings.optimize_lookback_days),
+            until=clock.floor_to_unit(now, settings.unit))
+        ready = enough_candles(len(candles), float(settings.optimize_holdout))
+        (run if ready else waiting).append(market)
+    return Due(tuple(run), tuple(waiting))
+
+
+def start_due_runs(settings: Settings, db: Database, now: datetime, *,
+                   run: Callable[[str], None]) -> Due:
+    """The check behind ``optimize_due``: ``run(market)`` for each market due
+    and ready (:func:`due_markets`). It runs after a collect pass that
+    backfilled and every 15 minutes from Beat (``bot.tasks.OPTIMIZE_DUE_EVERY``,
+    ``bot.tasks.BACKFILL_CANDLES``), so a fresh install gets its
+    first validated set as soon as its history is in, and a run too early
+    for the candles does not end the retries; it costs one query per market
+    once every market had a judged run within a day."""
+    due = due_markets(settings, db, now)
+    for market in due.run:
+        run(market)
+    if due.run or due.waiting:
+        event(log, "optimize.due", run=",".join(due.run) or "none",
+              waiting=",".join(due.waiting) or "none")
+    return due

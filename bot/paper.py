@@ -6,13 +6,17 @@ decimals, below the minimum order value, not enough funds, an identifier used
 before), with Upbit's error names. Cash starts at PAPER_START_KRW; an open bid
 reserves ``price * volume * (1 + FEE_RATE)`` KRW and an open ask its volume.
 
-Fills follow DESIGN.md's model, shared with the backtest: an order placed
-during candle period P (that is, just after the close of the decision's candle)
-is matched against the first final candle starting at or after P; it fills
-there, whole, at its limit price if that candle crosses it (low <= bid, high >=
-ask), else it is cancelled unfilled. Matching happens lazily, whenever the
-account is read. Each order is settled in its own transaction with its row
-locked, so concurrent readers cannot fill it twice.
+Fills follow docs/semantics.md, shared with the backtest, as Upbit executes a
+limit order: an order placed during candle period P (that is, just after the
+close of the decision's candle) is matched against the first final candle
+starting at or after P (:func:`bot.rules.fill_price`): a bid fills whole at
+that candle's open when the open is at or below its limit (marketable: the
+best ask), else at its limit when the low reaches it, else it is cancelled
+unfilled; asks mirror this with the high. The fee is FEE_RATE of the filled
+value; what a cheaper bid fill leaves of its reservation returns to free KRW.
+Matching happens lazily, whenever the account is read. Each order is settled
+in its own transaction with its row locked, so concurrent readers cannot fill
+it twice.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from bot import clock
 from bot.errors import InsufficientFunds, InvalidOrder, OrderNotFound
 from bot.models import Balance, Order, Trade
 from bot.money import VOLUME_QUANTUM, is_on_tick
+from bot.rules import fill_price
 from bot.storage import Database
 from bot.storage import paper as store
 
@@ -133,26 +138,28 @@ class PaperExchange:
             candle = store.first_final_candle(cur, row.market, self.timeframe, row.fill_from)
             if candle is None:
                 return  # the candle that decides has not closed yet
-            ts, low, high = candle
-            crossed = low <= row.price if row.side == "bid" else high >= row.price
-            if not crossed:
+            price = fill_price(row.side, row.price, candle.open, candle.low, candle.high)
+            if price is None:
                 self._release(cur, row)
                 store.finish_order(cur, row.uuid, state="cancel", executed_volume=Decimal(0),
                                    paid_fee=Decimal(0))
                 return
-            self._fill(cur, row, traded_at=max(ts, row.created_at))
+            # Stamped inside the candle that filled it (its bar, bot/storage/positions.py).
+            self._fill(cur, row, price, traded_at=max(candle.ts, row.created_at))
 
-    def _fill(self, cur, row: store.PaperOrderRow, traded_at: datetime) -> None:
-        funds = row.price * row.volume
+    def _fill(self, cur, row: store.PaperOrderRow, price: Decimal, traded_at: datetime) -> None:
+        funds = price * row.volume
         fee = funds * self.fee_rate
         coin = row.market.split("-", 1)[1]
         krw = store.lock_balance(cur, "KRW")
         held = store.lock_balance(cur, coin)
         if row.side == "bid":
-            # The reservation was exactly funds + fee: nothing comes back.
+            # The reservation was limit * volume + its fee; a fill below the
+            # limit leaves the difference, which is free again.
             quantity = held.balance + held.locked
             average = (quantity * held.avg_buy_price + funds) / (quantity + row.volume)
-            store.save_balance(cur, replace(krw, locked=krw.locked - row.reserved))
+            store.save_balance(cur, replace(krw, balance=krw.balance + row.reserved - funds - fee,
+                                            locked=krw.locked - row.reserved))
             store.save_balance(cur, replace(held, balance=held.balance + row.volume,
                                             avg_buy_price=average))
         else:
@@ -160,7 +167,7 @@ class PaperExchange:
             store.save_balance(cur, replace(held, locked=held.locked - row.volume,
                                             avg_buy_price=held.avg_buy_price if left else 0))
             store.save_balance(cur, replace(krw, balance=krw.balance + funds - fee))
-        trade = Trade(uuid=f"{row.uuid}-1", market=row.market, side=row.side, price=row.price,
+        trade = Trade(uuid=f"{row.uuid}-1", market=row.market, side=row.side, price=price,
                       volume=row.volume, funds=funds, created_at=traded_at)
         store.insert_trade(cur, row.uuid, trade, fee)
         store.finish_order(cur, row.uuid, state="done", executed_volume=row.volume, paid_fee=fee)

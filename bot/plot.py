@@ -1,6 +1,8 @@
 """A picture of one backtest for a trader: the closes with the fills, the
 equity against buy and hold, the drawdown underneath, and a box with the
-numbers (return, buy and hold, drawdown, round trips, fees, Sharpe).
+numbers (return, buy and hold, drawdown, round trips, fees, Sharpe). And one
+of a walk-forward (:func:`plot_walkforward`): the stitched out-of-sample
+equity against buy and hold and the defaults, each window's verdict marked.
 
 Optional: matplotlib (the ``plot`` extra) is imported only when a plot is
 drawn, and only its object API is used (no pyplot, no global backend switch),
@@ -24,6 +26,8 @@ from bot.strategies import FIRST_DECISION, WINDOW
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     from matplotlib.figure import Figure
+
+    from bot.walkforward import WalkForward
 
 log = logging.getLogger(__name__)
 
@@ -266,9 +270,9 @@ def _legend_above(ax: Any) -> None:
               fontsize=9, borderaxespad=0.2, handlelength=1.5)
 
 
-def _time_axis(ax: Any) -> None:
+def _time_axis(ax: Any, maxticks: int = 12) -> None:
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
-    locator = AutoDateLocator(minticks=5, maxticks=12)
+    locator = AutoDateLocator(minticks=5, maxticks=maxticks)
     # Every label at the day level or above carries the year; intraday ticks
     # show the date at midnight, and the offset text names the date otherwise.
     formatter = ConciseDateFormatter(
@@ -326,6 +330,148 @@ def _settings_text(info: Mapping[str, Any]) -> str:
         lines.append("weights" + (f" (version {version})" if version is not None else ""))
         lines += [f"  {name:<12}{float(w):>14.3f}" for name, w in weights.items()]
     return "\n\n" + "\n".join(lines) if lines else ""
+
+
+# --- the walk-forward --------------------------------------------------------------------
+
+# Each verdict's colour: the window's shading and its return bar.
+VERDICT_COLOURS = {"adopt": "tab:green", "keep": "0.6", "stand_aside": "tab:red"}
+_DEFAULTS = "tab:orange"
+
+
+def plot_walkforward(wf: WalkForward, path: str | os.PathLike[str], *,
+                     title: str = "") -> Path:
+    """Draw a walk-forward (:class:`bot.walkforward.WalkForward`) into an image
+    file, creating a missing folder; raises as :func:`plot_backtest`."""
+    figure = walkforward_figure(wf, title=title)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=110)
+    log.debug("plot written to %s", out)
+    return out
+
+
+def walkforward_or_explain(wf: WalkForward, path: str | os.PathLike[str], *,
+                           title: str = "") -> str | None:
+    """:func:`plot_walkforward`, returning ``None`` or why no plot was written."""
+    try:
+        plot_walkforward(wf, path, title=title)
+    except PlotUnavailable as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"--plot: cannot write {str(path)!r}: {exc.strerror or exc}"
+    return None
+
+
+def walkforward_figure(wf: WalkForward, *, title: str = "") -> Figure:
+    """Axes ``equity`` (the stitched out-of-sample equity against buy and hold
+    and the settings' defaults, each window shaded by its verdict),
+    ``windows`` (each window's out-of-sample return, coloured by verdict) and
+    ``summary``."""
+    try:
+        from matplotlib.figure import Figure
+        from matplotlib.patches import Patch
+    except ImportError:
+        raise _missing_matplotlib() from None
+    dates = wf.ts.astype("datetime64[s]")
+    figure = Figure(figsize=(14, 8.5), layout="constrained")
+    grid = figure.add_gridspec(2, 2, width_ratios=(4.6, 1), height_ratios=(3, 1.3))
+    equity = figure.add_subplot(grid[0, 0], label="equity")
+    windows = figure.add_subplot(grid[1, 0], sharex=equity, label="windows")
+    summary = figure.add_subplot(grid[:, 1], label="summary")
+    _shade_verdicts(equity, wf)
+    if len(dates):
+        equity.plot(dates, wf.equity, color=_STRATEGY, linewidth=1.1,
+                    label=f"walk-forward {wf.total_return:+.2%}")
+        equity.plot(dates, wf.cash * wf.close / wf.close[0], color=_HOLD, linewidth=0.8,
+                    label=f"buy and hold {wf.buy_and_hold_return:+.2%}")
+        equity.plot(dates, wf.default_equity, color=_DEFAULTS, linewidth=0.8,
+                    label=f"defaults {wf.default_return:+.2%}")
+        equity.set_xlim(dates[0], dates[-1])
+    equity.axhline(wf.cash, color="0.3", linewidth=0.6, linestyle=":")
+    equity.set_ylabel("equity (KRW)")
+    equity.yaxis.set_major_formatter(_krw_formatter())
+    handles, _labels = equity.get_legend_handles_labels()
+    handles += [Patch(color=VERDICT_COLOURS[v], alpha=0.25, label=text) for v, text in
+                (("adopt", f"adopted ({wf.adoptions})"), ("keep", f"kept ({wf.keeps})"),
+                 ("stand_aside", f"stood aside ({wf.stand_asides})"))]
+    equity.legend(handles=handles, loc="lower left", bbox_to_anchor=(0, 1.0), ncols=6,
+                  frameon=False, fontsize=9, borderaxespad=0.2, handlelength=1.5)
+    _window_returns(windows, wf)
+    for ax in (equity, windows):
+        ax.grid(alpha=0.3)
+    equity.tick_params(labelbottom=False)
+    _time_axis(windows, maxticks=8)  # the narrower panel: fewer dates, none overlapping
+    _walkforward_summary(summary, wf)
+    start = _utc(_iso(wf.segments[0].test_start)) if wf.segments else "?"
+    end = _utc(_iso(wf.segments[-1].test_end)) if wf.segments else "?"
+    figure.suptitle(f"{title or 'walk-forward'}: out of sample {start} to {end} UTC, "
+                    f"{len(wf.segments)} windows of {wf.test_days:g} day(s) after "
+                    f"{wf.train_days:g} days of training", fontsize=13)
+    return figure
+
+
+def _iso(ts: int) -> str:
+    return str(np.datetime64(int(ts), "s")) + "Z"
+
+
+def _span(segment: Any) -> tuple[np.datetime64, np.datetime64]:
+    return (np.datetime64(int(segment.test_start), "s"),
+            np.datetime64(int(segment.test_end), "s"))
+
+
+def _shade_verdicts(ax: Any, wf: WalkForward) -> None:
+    """Each window shaded by the verdict of the run before it; an adoption
+    also gets a line at its window's start."""
+    for segment in wf.segments:
+        start, end = _span(segment)
+        if segment.verdict != "keep":
+            ax.axvspan(start, end, color=VERDICT_COLOURS[segment.verdict], alpha=0.12,
+                       linewidth=0, zorder=0)
+        if segment.verdict == "adopt":
+            ax.axvline(start, color=VERDICT_COLOURS["adopt"], linewidth=0.8, alpha=0.8,
+                       zorder=1)
+
+
+def _window_returns(ax: Any, wf: WalkForward) -> None:
+    if not wf.segments:
+        return
+    starts = [_span(s)[0] for s in wf.segments]
+    width = np.timedelta64(int(wf.test_days * 86_400 * 0.9), "s")
+    returns = [s.total_return * 100 for s in wf.segments]
+    colours = [VERDICT_COLOURS[s.verdict] for s in wf.segments]
+    ax.bar(starts, returns, width=width, align="edge", color=colours, alpha=0.8)
+    ax.axhline(0, color="0.3", linewidth=0.6)
+    ax.set_ylabel("window return")
+    ax.yaxis.set_major_formatter(_percent_formatter())
+
+
+def _walkforward_summary(ax: Any, wf: WalkForward) -> None:
+    ax.axis("off")
+    rows = [
+        ("walk-forward", f"{wf.total_return:+.2%}"),
+        ("buy and hold", f"{wf.buy_and_hold_return:+.2%}"),
+        ("defaults", f"{wf.default_return:+.2%}"),
+        ("max drawdown", f"{wf.max_drawdown:.2%}"),
+        ("  defaults", f"{wf.default_max_drawdown:.2%}"),
+        ("round trips", f"{wf.round_trips:,}"),
+        ("  defaults", f"{wf.default_round_trips:,}"),
+        ("fees", f"{_krw(wf.fees)} KRW"),
+        ("  defaults", f"{_krw(wf.default_fees)} KRW"),
+        ("exposure", f"{wf.exposure:.0%}"),
+        ("windows", f"{len(wf.segments):,}"),
+        ("adopted", f"{wf.adoptions:,}"),
+        ("kept", f"{wf.keeps:,}"),
+        ("stood aside", f"{wf.stand_asides:,}"),
+        ("start", f"{_krw(wf.cash)} KRW"),
+        ("candidates", f"{wf.candidates:,}"),
+        ("seed", f"{wf.seed}"),
+    ]
+    text = "\n".join(f"{k:<14}{v:>14}" for k, v in rows)
+    text += "\n\ntuned: " + ", ".join(wf.tune)
+    ax.text(0.0, 1.0, text, transform=ax.transAxes, va="top", ha="left",
+            family="monospace", fontsize=9.5, linespacing=1.45,
+            bbox={"boxstyle": "round,pad=0.6", "facecolor": "0.97", "edgecolor": "0.7"})
 
 
 # --- number formats -----------------------------------------------------------------------

@@ -8,12 +8,19 @@ lives in the file given with ``-s`` (a volume under docker compose). After
 downtime Beat sends each overdue entry once, not once per missed run.
 
 Only one Beat may run: at start it takes a Redis lock that it refreshes while
-alive; a second Beat exits with a clear message.
+alive and releases when it stops cleanly; a second Beat says who holds the
+lock and when it expires, waits, and exits with a clear message if the lock
+is still held after its TTL (a live Beat holds it).
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
+import os
+import signal
+import socket
 import threading
 import time
 from datetime import timedelta
@@ -25,7 +32,7 @@ from celery.schedules import crontab, schedule
 
 from bot.config import Settings
 from bot.logs import event, set_role
-from bot.tasks import OPTIMIZE_EXPIRES, PERIOD, SETTINGS, app
+from bot.tasks import OPTIMIZE_DUE_EVERY, OPTIMIZE_EXPIRES, PERIOD, SETTINGS, app
 
 log = logging.getLogger("bot.scheduler")
 
@@ -61,6 +68,10 @@ def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "daily summary": {"task": "daily_summary",
                           "schedule": parse_schedule(settings.daily_summary_schedule),
                           "options": {"expires": 3600}},
+        # markets without a judged optimizer run for a day (bot.optimizer.due_markets)
+        "optimize due": {"task": "optimize_due",
+                         "schedule": schedule(timedelta(seconds=OPTIMIZE_DUE_EVERY)),
+                         "options": {"expires": OPTIMIZE_DUE_EVERY}},
     }
     for market in settings.markets:
         entries[f"collect {market}"] = {
@@ -78,35 +89,119 @@ def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
 app.conf.beat_schedule = build_beat_schedule(SETTINGS)
 
 
-def _hold_beat_lock(client: redis.Redis, token: str) -> None:
-    while True:
-        time.sleep(BEAT_LOCK_TTL / 3)
+class BeatLock:
+    """The single-Beat lock: a Redis key holding its owner's token, taken
+    with NX and expiring after BEAT_LOCK_TTL unless renewed. Renewing and
+    releasing check the token in one script, so a Beat never extends or
+    deletes a lock another Beat took."""
+
+    # 1: renewed (or taken again after it expired); 0: another Beat holds it.
+    _RENEW = ("if redis.call('get', KEYS[1]) == ARGV[1] then"
+              " return redis.call('expire', KEYS[1], ARGV[2])"
+              " elseif redis.call('set', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1"
+              " else return 0 end")
+    _RELEASE = ("if redis.call('get', KEYS[1]) == ARGV[1] then"
+                " return redis.call('del', KEYS[1]) else return 0 end")
+
+    def __init__(self, client: redis.Redis, token: str, key: str = BEAT_LOCK,
+                 ttl: int = BEAT_LOCK_TTL):
+        self.client, self.token, self.key, self.ttl = client, token, key, ttl
+        self.stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def take(self) -> bool:
+        return bool(self.client.set(self.key, self.token, nx=True, ex=self.ttl))
+
+    def holder(self) -> tuple[str | None, int]:
+        """The token holding the lock and the seconds until it expires."""
+        with self.client.pipeline() as pipe:
+            value, ttl = pipe.get(self.key).ttl(self.key).execute()
+        return (value.decode() if value else None), max(0, int(ttl))
+
+    def renew(self) -> bool:
+        return bool(self.client.eval(self._RENEW, 1, self.key, self.token, self.ttl))
+
+    def release(self) -> bool:
+        """Delete the lock if it is still ours; True when it was."""
+        return bool(self.client.eval(self._RELEASE, 1, self.key, self.token))
+
+    def hold(self, on_beat: Any = None) -> None:
+        """Renew the lock every TTL/3 seconds in a thread, until :meth:`stop`."""
+        def loop() -> None:
+            while not self.stopped.wait(self.ttl / 3):
+                try:
+                    if not self.renew():
+                        holder, _ = self.holder()
+                        event(log, "beat.lock_lost", level=logging.ERROR, holder=holder,
+                              detail="another Beat took the lock; this one stops")
+                        os.kill(os.getpid(), signal.SIGTERM)  # Beat's own clean stop
+                        return
+                    if on_beat is not None:
+                        on_beat()
+                except redis.RedisError as exc:
+                    event(log, "beat.lock_failed", level=logging.WARNING, error=str(exc))
+        self._thread = threading.Thread(target=loop, daemon=True, name="beat-lock")
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop renewing (waiting for a renewal under way), then release."""
+        self.stopped.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(10)
         try:
-            if client.get(BEAT_LOCK) in (None, token.encode()):
-                client.set(BEAT_LOCK, token, ex=BEAT_LOCK_TTL)
-            from bot.runtime import runtime
-            runtime(SETTINGS).beat("beat")
+            released = self.release()
         except redis.RedisError as exc:
-            event(log, "beat.lock_failed", level=logging.WARNING, error=str(exc))
+            event(log, "beat.stopped", level=logging.WARNING, lock="kept", error=str(exc),
+                  detail=f"the lock could not be released: it expires within {self.ttl} s")
+            return
+        event(log, "beat.stopped", lock="released" if released else "not ours")
+
+
+def _heartbeat() -> None:
+    from bot.runtime import runtime
+    runtime(SETTINGS).beat("beat")
+
+
+def _take_beat_lock(lock: BeatLock, patience: float) -> bool:
+    """Take the lock, waiting up to ``patience`` seconds for it; say once
+    who holds it and when it expires (a Beat killed without a clean stop
+    leaves its lock until then)."""
+    deadline = time.monotonic() + patience
+    said = None
+    while True:
+        try:
+            if lock.take():
+                return True
+            holder, expires_in = lock.holder()
+            if holder is not None and holder != said:
+                event(log, "beat.waiting", level=logging.WARNING, holder=holder,
+                      expires_in_s=expires_in,
+                      detail="another Beat holds the lock; waiting until it expires")
+                said = holder
+        except redis.RedisError as exc:
+            event(log, "beat.waiting", level=logging.WARNING, error=str(exc))
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
 
 
 @signals.beat_init.connect
 def _beat_init(sender: Any = None, **_: Any) -> None:
     set_role("beat")
     client = redis.Redis.from_url(SETTINGS.celery_backend_url, socket_timeout=5)
-    token = f"{sender.hostname if hasattr(sender, 'hostname') else 'beat'}-{time.time()}"
-    for _attempt in range(BEAT_LOCK_TTL + 5):
-        try:
-            if client.set(BEAT_LOCK, token, nx=True, ex=BEAT_LOCK_TTL):
-                break
-        except redis.RedisError as exc:
-            event(log, "beat.waiting", level=logging.WARNING, error=str(exc))
-        time.sleep(1)
-    else:
+    host = getattr(sender, "hostname", None) or socket.gethostname()
+    token = f"{host}-{os.getpid()}-{time.time():.0f}"  # who holds it, for beat.waiting
+    lock = BeatLock(client, token)
+    # A live holder renews its lock: waiting longer than its TTL means one runs.
+    if not _take_beat_lock(lock, BEAT_LOCK_TTL + 5):
         event(log, "beat.refused", level=logging.ERROR,
               detail="another Beat holds the lock; only one may run")
         raise SystemExit(1)
-    threading.Thread(target=_hold_beat_lock, args=(client, token), daemon=True,
-                     name="beat-lock").start()
+    lock.hold(on_beat=_heartbeat)
+    # Beat leaves through SystemExit (its SIGTERM/SIGINT handler) or an
+    # error: either way the interpreter exits normally and runs this.
+    atexit.register(lock.stop)
+    with contextlib.suppress(redis.RedisError):
+        _heartbeat()
     event(log, "beat.started", entries=len(app.conf.beat_schedule),
           **SETTINGS.public_summary())

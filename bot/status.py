@@ -163,6 +163,7 @@ def _balances(exchange: Any) -> tuple[list[Balance] | None, str | None]:
 def _gather_storage(status: dict[str, Any], settings: Settings, db: Any, markets: Sequence[str],
                     balances: list[Balance] | None, balance_error: str | None,
                     now: datetime) -> None:
+    from bot.optimizer import SETTING, params_in_force
     from bot.storage import candles as candle_store
     from bot.storage import optimizer_runs as run_store
     from bot.storage import orders as order_store
@@ -208,8 +209,8 @@ def _gather_storage(status: dict[str, Any], settings: Settings, db: Any, markets
         decision = reports.latest_decision(db, mode, market)
         entry["decision"] = None if decision is None else {
             "candle_ts": decision.candle_ts, "action": decision.action,
-            "score": round(decision.score, 4), "reason": decision.reason,
-            "weights_version": decision.weights_version}
+            "trigger": decision.trigger, "score": round(decision.score, 4),
+            "reason": decision.reason, "weights_version": decision.weights_version}
         entry["open_orders"] = [
             {"side": o.side, "price": o.price, "volume": o.volume, "state": o.state,
              "identifier": o.identifier,
@@ -219,15 +220,20 @@ def _gather_storage(status: dict[str, Any], settings: Settings, db: Any, markets
         entry["pnl"] = _pnl(led)
         entry["position"] = _position(market, balances, closes.get(market), led)
         weights = weight_store.current(db, market)
+        in_force = params_in_force(settings, db, market)
         entry["weights"] = (
-            {"version": None, "source": "settings",
-             "weights": _normalised(dict(settings.weights))} if weights is None else
+            {"version": None, "source": "settings", "weights": in_force.weights}
+            if weights is None or in_force.sources["weights"] == SETTING else
             {"version": weights.version, "source": weights.source,
-             "adopted_at": weights.created_at, "weights": weights.weights})
+             "adopted_at": weights.created_at, "weights": in_force.weights})
+        entry["in_force"] = _in_force(in_force)
+        entry["exits"], entry["guards"] = _rules_state(settings, db, market, candle, in_force,
+                                                       halted_at is not None)
         run = run_store.latest(db, market)
         entry["optimizer"] = None if run is None else {
-            "at": run.started_at, "adopted": run.adopted, "reason": run.reason,
-            "version": run.weights_version, "objective_new": run.objective_holdout_new,
+            "at": run.started_at, "verdict": run.verdict, "adopted": run.adopted,
+            "reason": run.reason, "version": run.weights_version,
+            "objective_new": run.objective_holdout_new,
             "objective_current": run.objective_holdout_current}
         status["markets"].append(entry)
 
@@ -236,6 +242,26 @@ def _gather_storage(status: dict[str, Any], settings: Settings, db: Any, markets
     status["account"] = _account(settings, db, balances, balance_error, closes, now)
     if balance_error is not None:
         problems.append(f"exchange {balance_error}")
+
+
+def _rules_state(settings: Settings, db: Any, market: str, candle: Any, params: Any,
+                 halted: bool) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The position's exits (entry, peak, each level; None when not held) and
+    the buy guards in force (``params``: bot.optimizer.InForce), as the trader
+    would see them at the newest stored candle (bot/guards.py, the trader's
+    own reads)."""
+    if candle is None:
+        return None, []
+    from bot import guards
+    held = guards.holding(settings, db, market, candle.ts, candle.close)
+    exits = None
+    if held is not None and held.volume * candle.close >= settings.min_order_krw:
+        exits = {"entry": held.entry, "peak": held.peak, "since": held.first_bar,
+                 **guards.exit_levels(guards.exit_rules(params), held)}
+    active = [{"name": g.trigger, "until": g.until, "reason": g.reason}
+              for g in guards.buy_guards(settings, db, market, params, candle.ts,
+                                         loss_limit=halted)]
+    return exits, active
 
 
 def daily_report(settings: Settings, db: Any, exchange: Any, *, now: datetime | None = None,
@@ -272,9 +298,15 @@ def daily_report(settings: Settings, db: Any, exchange: Any, *, now: datetime | 
     }
 
 
-def _normalised(weights: dict[str, float]) -> dict[str, float]:
-    from bot.strategies import normalise_weights
-    return normalise_weights(weights)
+_VALUES = ("threshold", "cooldown_candles", "stop_loss_pct", "trailing_stop_pct",
+           "take_profit_pct")
+
+
+def _in_force(p: Any) -> dict[str, Any]:
+    """Each value in force (bot.optimizer.InForce) with its source."""
+    return {"version": p.version, "standing_aside": p.standing_aside,
+            "values": {name: {"value": getattr(p, name), "source": p.sources[name]}
+                       for name in _VALUES}}
 
 
 def _pnl(led: accounting.Ledger) -> dict[str, Any]:
@@ -469,15 +501,18 @@ def _render_market(e: dict[str, Any]) -> list[str]:
     else:
         candle = (f"candle   {when(c['ts'])} close {price(c['close'])}, {age_text(c['age_s'])} old"
                   f"{'' if c['final'] else ' (in progress)'}{'  STALE' if c['stale'] else ''}")
+    aside = (e.get("in_force") or {}).get("standing_aside")
     lines = [f"{e['market']:<10} {candle}" + ("   HALTED by the loss limit" if e["halted"]
-                                              else "")]
+                                              else "")
+             + ("   STANDING ASIDE: no new buys" if aside else "")]
     d = e["decision"]
     if d is None:
         lines.append(pad + "decision none yet")
     else:
         reason = d["reason"] if len(d["reason"]) <= 60 else d["reason"][:57] + "..."
+        trigger = d.get("trigger") or "signal"
         lines.append(pad + f"decision {when(d['candle_ts'])} {d['action'].upper():<4} score "
-                     f"{d['score']:+.3f}  ({reason})")
+                     f"{d['score']:+.3f} by {trigger}  ({reason})")
     p = e["position"]
     if p is None:
         lines.append(pad + "position unknown (no balances from the exchange)")
@@ -489,6 +524,16 @@ def _render_market(e: dict[str, Any]) -> list[str]:
         lines.append(pad + line)
     else:
         lines.append(pad + "position flat")
+    x = e.get("exits")
+    if x is not None:
+        def level(name: str) -> str:
+            return "off" if x[name] is None else price(x[name])
+        lines.append(pad + f"exits    entry {price(x['entry'])}, peak {price(x['peak'])} since "
+                     f"{when(x['since'])}: stop-loss {level('stop_loss')}, trailing "
+                     f"{level('trailing_stop')}, take-profit {level('take_profit')}")
+    for g in e.get("guards") or ():
+        until = "until it changes" if g["until"] is None else f"until {when(g['until'])}"
+        lines.append(pad + f"guard    {g['name']} {until}: no buys")
     orders = e["open_orders"]
     if orders:
         lines.append(pad + "orders   " + "; ".join(
@@ -508,14 +553,38 @@ def _render_market(e: dict[str, Any]) -> list[str]:
     else:
         lines.append(pad + f"weights  v{w['version']} ({w['source']}, {when(w['adopted_at'])}):"
                      f" {vector}")
+    if e.get("in_force"):
+        lines.append(pad + "params   " + _values_text(e["in_force"]["values"]))
     o = e["optimizer"]
     if o is None:
         lines.append(pad + "optimizer never ran")
     else:
-        verdict = f"adopted v{o['version']}" if o["adopted"] else "kept the weights"
+        verdict = {"adopt": f"adopted v{o['version']}", "keep": "kept the parameters",
+                   "stand_aside": "stood aside"}.get(o.get("verdict"), o.get("verdict"))
         reason = o["reason"] if len(o["reason"]) <= 70 else o["reason"][:67] + "..."
         lines.append(pad + f"optimizer {when(o['at'])} {verdict}: {reason}")
     return lines
+
+
+def _value_text(name: str, value: Any) -> str:
+    if name == "threshold":
+        return f"threshold {value}"
+    if name == "cooldown_candles":
+        return f"cooldown {value} candles" if value else "cooldown off"
+    label = {"stop_loss_pct": "stop-loss", "trailing_stop_pct": "trailing stop",
+             "take_profit_pct": "take-profit"}[name]
+    return f"{label} {value} %" if value else f"{label} off"
+
+
+def _values_text(values: dict[str, dict[str, Any]]) -> str:
+    """``threshold 0.45, cooldown 15 candles (optimizer v3); stop-loss 5 %,
+    trailing stop off, take-profit off (settings)``: the values in force,
+    grouped by source in order of first appearance."""
+    groups: dict[str, list[str]] = {}
+    for name, v in values.items():
+        groups.setdefault(v["source"], []).append(_value_text(name, v["value"]))
+    return "; ".join(f"{', '.join(texts)} ({'settings' if source == 'setting' else source})"
+                     for source, texts in groups.items())
 
 
 def run(settings: Settings, out: TextIO, *, as_json: bool = False,

@@ -25,14 +25,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
+import warnings
 from datetime import datetime, timedelta
 from typing import Any
 
 import redis
 from celery import Celery, signals
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import SecurityWarning, SoftTimeLimitExceeded
 
 from bot import clock
 from bot.config import ConfigError, Settings, get_settings
@@ -40,6 +42,11 @@ from bot.errors import BotError, DatabaseUnavailable, TemporaryError
 from bot.logs import event, set_role, setup_logging
 
 log = logging.getLogger("bot.tasks")
+
+# Celery warns in nine raw lines, before logging is set up, when a worker runs
+# as root; _worker_setup says it in one line (worker.root) instead.
+warnings.filterwarnings("ignore", message="You're running the worker with superuser",
+                        category=SecurityWarning)
 
 try:
     SETTINGS: Settings = get_settings()
@@ -49,7 +56,7 @@ except ConfigError as _exc:
 
 QUEUES = {"collect": "collector_queue", "trade": "trader_queue",
           "reconcile": "trader_queue", "optimize": "optimizer_queue",
-          "daily_summary": "trader_queue"}
+          "optimize_due": "optimizer_queue", "daily_summary": "trader_queue"}
 ROLES = {"collector_queue": "collector", "trader_queue": "trader",
          "optimizer_queue": "optimizer"}
 
@@ -62,9 +69,15 @@ LIMITS = {  # (soft, hard) seconds
     "trade": (30.0, 40.0),
     "reconcile": (45.0, 55.0),
     "optimize": (1200.0, 1500.0),
+    "optimize_due": (60.0, 90.0),
     "daily_summary": (60.0, 90.0),
 }
 OPTIMIZE_EXPIRES = 3 * 3600.0
+# optimize_due (bot.optimizer.start_due_runs): Beat sends it this often (real
+# seconds), and a collect pass storing at least BACKFILL_CANDLES new candles
+# (the first backfill, a gap filled after an outage) sends it at once.
+OPTIMIZE_DUE_EVERY = clock.real_seconds(15 * 60.0)
+BACKFILL_CANDLES = 200
 
 app = Celery("bot", broker=SETTINGS.celery_broker_url, backend=SETTINGS.celery_backend_url)
 app.conf.update(
@@ -129,6 +142,10 @@ def collect(self, market: str) -> dict | None:
     result = _run_locked("collect", market, "collect", job)
     if result is None:
         return None
+    if result.inserted >= BACKFILL_CANDLES:
+        # History just arrived (a fresh install, a gap after an outage): a market
+        # without a validated set gets its optimizer run now, not at 00:05.
+        optimize_due.apply_async(expires=OPTIMIZE_EXPIRES)
     if result.newest_final_ts is not None:
         trade.apply_async((market,), {"candle_ts": result.newest_final_ts.isoformat()},
                           expires=_trade_expires(result.newest_final_ts))
@@ -145,14 +162,18 @@ def collect(self, market: str) -> dict | None:
           max_retries=3, **_RETRY)
 def trade(self, market: str, candle_ts: str | None = None) -> dict | None:
     from bot.runtime import runtime
-    from bot.trader import trade_market
     rt = runtime()
     # trade and reconcile share the lock: both change the market's orders
-    outcome = _run_locked("orders", market, "trade", trade_market, rt.trade_context(), market)
+    outcome = _run_locked("orders", market, "trade", _trade, rt.trade_context(), market)
     if outcome is None:
         return None
     return {"market": market, "status": outcome.status, "action": outcome.action,
             "identifier": outcome.identifier}
+
+
+def _trade(ctx: Any, market: str) -> Any:
+    from bot.trader import trade_market
+    return trade_market(ctx, market, pending_level=logging.DEBUG)
 
 
 @app.task(name="reconcile", bind=True, acks_late=True, reject_on_worker_lost=True,
@@ -169,7 +190,11 @@ def reconcile(self, market: str | None = None) -> dict:
         if result is not None:
             done[name] = {"fills": result.fills, "cancelled": result.cancelled,
                           "errors": result.errors}
-            event(log, "reconcile", market=name, checked=result.checked, fills=result.fills,
+            changed = (result.fills or result.cancelled or result.adopted or result.sent
+                       or result.errors)
+            # A pass that changed nothing comes every minute: DEBUG.
+            event(log, "reconcile", level=logging.INFO if changed else logging.DEBUG,
+                  market=name, checked=result.checked, fills=result.fills,
                   cancelled=result.cancelled, adopted=result.adopted, sent=result.sent,
                   errors=result.errors)
     return done
@@ -190,8 +215,23 @@ def optimize(self, market: str) -> dict | None:
     run = _run_locked("optimize", market, "optimize", job)
     if run is None:
         return None
-    return {"market": market, "adopted": run.adopted, "reason": run.reason,
-            "version": run.weights_version}
+    return {"market": market, "verdict": run.verdict, "adopted": run.adopted,
+            "reason": run.reason, "version": run.weights_version}
+
+
+@app.task(name="optimize_due", acks_late=False, soft_time_limit=LIMITS["optimize_due"][0],
+          time_limit=LIMITS["optimize_due"][1])
+def optimize_due() -> dict:
+    """Optimize each market without a judged run for a day, right after a
+    backfill and every 15 minutes from Beat, not at OPTIMIZE_SCHEDULE only
+    (bot.optimizer.start_due_runs). No countdown: a worker holding an ETA
+    message dies when Redis restarts (kombu's restore_unacked)."""
+    from bot.optimizer import start_due_runs
+    from bot.runtime import runtime
+    rt = runtime()
+    due = start_due_runs(rt.settings, rt.db, clock.now(),
+                         run=lambda m: optimize.apply_async((m,), expires=OPTIMIZE_EXPIRES))
+    return {"run": list(due.run), "waiting": list(due.waiting)}
 
 
 @app.task(name="daily_summary", acks_late=False, soft_time_limit=LIMITS["daily_summary"][0],
@@ -260,6 +300,11 @@ def _worker_setup(sender: str, instance: Any, **_: Any) -> None:
     if SETTINGS.live:
         event(log, "worker.live", level=logging.WARNING,
               detail="LIVE TRADING: orders go to Upbit with real money")
+    if os.geteuid() == 0:
+        # Allowed (messages are JSON, never pickle), not advised: the images
+        # run as an unprivileged user.
+        event(log, "worker.root", level=logging.WARNING,
+              detail="running as root: better run the bot as an unprivileged user")
     instance.app.conf.bot_role = role
 
 
@@ -267,11 +312,28 @@ def _worker_setup(sender: str, instance: Any, **_: Any) -> None:
 def _worker_ready(sender: Any, **_: Any) -> None:
     from bot.runtime import runtime
     role = getattr(sender.app.conf, "bot_role", "worker")
+    _quiet_warm_shutdown(getattr(sender, "controller", None))
     rt = runtime(SETTINGS)
     rt.start_heartbeat(role)
     if "trader" in role:
         # Adopt the exchange's view of every order before trading again.
         reconcile.apply_async(expires=PERIOD * 2)
+
+
+def _quiet_warm_shutdown(worker: Any) -> None:
+    """Celery's SIGTERM handler writes a raw "worker: Warm shutdown" line;
+    the same handler without it (worker.stopped says it, in the log format)."""
+    if worker is None:
+        return
+    from celery.apps import worker as celery_worker
+    celery_worker.install_worker_term_handler(worker, verbose=False)
+
+
+@signals.worker_shutdown.connect
+def _worker_stopped(sender: Any = None, **_: Any) -> None:
+    # Sent once the pool is stopped, from the worker's main loop (not from
+    # the signal handler, where writing a line could deadlock).
+    event(log, "worker.stopped", code=getattr(sender, "exitcode", None))
 
 
 @signals.task_failure.connect

@@ -4,12 +4,16 @@ order for it.
 A pass for a market: load the last 200 closed candles, refuse stale or
 unconfirmed data and candles already decided (cheaply: Beat's fallback trade
 mostly ends here), reconcile the market's orders (so the position is
-current), decide with
-:func:`bot.strategies.decide`, apply the risk controls, then write the
-decision and the order (state ``new``) in one transaction and send the order
-(:func:`bot.lifecycle.send_order`). The decision row is unique per market and
-candle, so a second evaluation of a candle changes nothing; the order's
-identifier derives from the decision, so no retry can place it twice.
+current), then decide as docs/semantics.md defines it, with the parameters in
+force (:func:`bot.optimizer.params_in_force`): while held, the exits
+(stop-loss, trailing stop, take-profit, :mod:`bot.guards`) before the signal
+(:func:`bot.strategies.decide`); while flat, a buy signal unless a guard
+blocks it (stand aside, live gate, daily loss limit, stop guard, cooldown: the
+action becomes ``hold``). The decision's ``trigger`` names what decided it.
+Then write the decision and the order (state ``new``) in one transaction and
+send the order (:func:`bot.lifecycle.send_order`). The decision row is unique
+per market and candle, so a second evaluation of a candle changes nothing; the
+order's identifier derives from the decision, so no retry can place it twice.
 
 Sizing follows DESIGN.md: a bid at close * (1 + AGGRESSIVENESS) rounded up to
 the tick for floor8(budget / (price * (1 + FEE_RATE + FEE_BUFFER))) coins; an
@@ -23,17 +27,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
-from bot import strategies
+from bot import guards, rules, strategies
 from bot.clock import floor_to_unit
 from bot.exchange import free_balance, total_balance
 from bot.lifecycle import TradeContext, reconcile_market, send_order
 from bot.logs import event
 from bot.models import Balance
 from bot.money import floor_volume, fmt, round_price
-from bot.optimizer import current_weights
+from bot.optimizer import InForce, params_in_force
 from bot.storage import candles as candle_store
 from bot.storage import decisions as decision_store
 from bot.storage import equity as equity_store
@@ -66,6 +70,7 @@ class TradeOutcome:
     identifier: str | None = None
     order_state: str | None = None
     weights_version: int | None = None
+    trigger: str = rules.SIGNAL  # what decided it (bot.rules: signal, an exit, a guard, ...)
 
 
 def order_identifier(mode: str, market: str, candle_ts: datetime, side: str) -> str:
@@ -116,16 +121,18 @@ def _equity(balances: list[Balance], closes: dict[str, Decimal]) -> Decimal:
     return equity
 
 
-def _loss_limit_halted(ctx: TradeContext, equity: Decimal, now: datetime) -> bool:
-    """Record the day's starting equity; True once the day's loss limit is hit."""
+def _loss_limit_halted(ctx: TradeContext, equity: Decimal, day: date, now: datetime) -> bool:
+    """Record the day's starting equity (at its first decision); True once the
+    day's loss limit is reached. ``day``: the UTC date of the decided candle's
+    close, as in the backtest (not the wall clock's)."""
     pct = ctx.settings.daily_loss_limit_pct
-    start, halted = equity_store.start_of_day(ctx.db, ctx.mode, now.date(), equity)
+    start, halted = equity_store.start_of_day(ctx.db, ctx.mode, day, equity)
     if pct <= 0:
         return False
     if halted:
         return True
-    if start > 0 and equity <= start * (1 - pct / 100):
-        if equity_store.halt(ctx.db, ctx.mode, now.date(), now):
+    if rules.daily_loss_reached(equity, start, pct):
+        if equity_store.halt(ctx.db, ctx.mode, day, now):
             event(log, "risk.loss_limit", level=logging.WARNING, equity=equity.quantize(1),
                   start_equity=start.quantize(1), limit_pct=pct,
                   detail="no new buys until the next UTC day")
@@ -145,15 +152,11 @@ def _buy_budget(ctx: TradeContext, balances: list[Balance], closes: dict[str, De
 
 
 def _plan(ctx: TradeContext, market: str, action: str, balances: list[Balance], close: Decimal,
-          closes: dict[str, Decimal], halted: bool) -> OrderPlan | str:
+          closes: dict[str, Decimal]) -> OrderPlan | str:
     s = ctx.settings
-    if not s.trading_enabled:
-        return "kill switch: TRADING_ENABLED=false"
     if order_store.active(ctx.db, ctx.mode, market):
         return "an order for this market is still open"
     if action == "buy":
-        if halted:
-            return "daily loss limit reached: no new buys today"
         return plan_buy(_buy_budget(ctx, balances, closes), close,
                         aggressiveness=s.aggressiveness, fee_rate=s.fee_rate,
                         fee_buffer=s.fee_buffer, min_order_krw=s.min_order_krw,
@@ -168,8 +171,13 @@ def _skip(market: str, reason: str, candle_ts: datetime | None = None,
     return TradeOutcome(market, "skipped", candle_ts, reason=reason)
 
 
-def trade_market(ctx: TradeContext, market: str) -> TradeOutcome:
-    """One decision pass for one market (see the module docstring)."""
+def trade_market(ctx: TradeContext, market: str, *,
+                 pending_level: int = logging.INFO) -> TradeOutcome:
+    """One decision pass for one market (see the module docstring).
+
+    ``pending_level``: the level of the skip for a candle not confirmed closed
+    yet. The daemon passes DEBUG: that skip is routine there (Beat's trade
+    comes first, the collector's follow-up triggers the decision)."""
     s = ctx.settings
     now = ctx.now()
     period = ctx.period
@@ -183,7 +191,7 @@ def trade_market(ctx: TradeContext, market: str) -> TradeOutcome:
         return _skip(market, f"stale data: newest closed candle closed {int(age.total_seconds())}"
                      " s ago", newest.ts, logging.WARNING)
     if not newest.meta.get("final"):
-        return _skip(market, "newest candle not confirmed closed yet", newest.ts)
+        return _skip(market, "newest candle not confirmed closed yet", newest.ts, pending_level)
     if decision_store.exists(ctx.db, market, newest.ts):
         # A retried or redelivered task: finish sending what that decision wrote.
         if any(o.exchange_uuid is None for o in order_store.active(ctx.db, ctx.mode, market)):
@@ -193,29 +201,40 @@ def trade_market(ctx: TradeContext, market: str) -> TradeOutcome:
     # "holding" and "an order is open" are current.
     reconcile_market(ctx, market, adopt_unknown=False)
 
-    weights, version = current_weights(ctx.settings, ctx.db, market)
+    params = params_in_force(s, ctx.db, market)
     balances = ctx.exchange.balances()
     coin = market.split("-", 1)[1]
     close = newest.close
-    holding = free_balance(balances, coin) * close >= s.min_order_krw
+    # Coin locked in an open ask is still held (docs/semantics.md: coin * close).
+    holding = total_balance(balances, coin) * close >= s.min_order_krw
     day_start = newest.ts.replace(hour=0, minute=0, second=0, microsecond=0)
     day_open = candle_store.day_open(ctx.db, market, s.timeframe, day_start, newest.ts + period)
     decision = strategies.decide([float(c.close) for c in window],
                                  None if day_open is None else float(day_open),
-                                 weights, float(s.threshold), holding)
+                                 params.weights, float(params.threshold), holding)
     closes = _latest_closes(ctx, balances, market, close)
-    halted = _loss_limit_halted(ctx, _equity(balances, closes), now)
+    # Short of a full window there is no decision (docs/semantics.md): no exit,
+    # and no start of the day's equity either.
+    full = len(window) >= strategies.WINDOW
+    day = (newest.ts + period).astimezone(UTC).date()
+    halted = full and _loss_limit_halted(ctx, _equity(balances, closes), day, now)
+    action, trigger, reason = _apply_rules(ctx, market, params, decision, newest.ts, close,
+                                           holding and full, halted)
     plan: OrderPlan | str | None = None
-    if decision.action != "hold":
-        plan = _plan(ctx, market, decision.action, balances, close, closes, halted)
-    reason = decision.reason if not isinstance(plan, str) else f"{decision.reason}; {plan}"
+    if action != "hold":
+        if not s.trading_enabled:
+            trigger, plan = rules.KILL_SWITCH, "kill switch: TRADING_ENABLED=false"
+        else:
+            plan = _plan(ctx, market, action, balances, close, closes)
+    if isinstance(plan, str):
+        reason = f"{reason}; {plan}"
 
     identifier = None
     with ctx.db.cursor() as cur:
         decision_id = decision_store.insert(
             cur, market=market, candle_ts=newest.ts, mode=ctx.mode, close=close,
-            signals=decision.signals, weights=weights, weights_version=version,
-            score=decision.score, action=decision.action, reason=reason)
+            signals=decision.signals, weights=params.weights, weights_version=params.version,
+            score=decision.score, action=action, reason=reason, trigger=trigger)
         if decision_id is None:  # decided concurrently by another pass
             return _already_decided(ctx, market, newest.ts)
         if isinstance(plan, OrderPlan):
@@ -223,14 +242,33 @@ def trade_market(ctx: TradeContext, market: str) -> TradeOutcome:
             order_id = order_store.insert_new(
                 cur, identifier=identifier, mode=ctx.mode, market=market, side=plan.side,
                 price=plan.price, volume=plan.volume, decision_id=decision_id, created_at=now)
-    outcome = TradeOutcome(market, "decided", newest.ts, decision.action, decision.score,
+    outcome = TradeOutcome(market, "decided", newest.ts, action, decision.score,
                            decision.signals, reason, plan if isinstance(plan, OrderPlan) else None,
-                           identifier, weights_version=version)
+                           identifier, weights_version=params.version, trigger=trigger)
     _log_decision(outcome)
     if identifier is not None:
         state = send_order(ctx, order_store.by_id(ctx.db, order_id))
         outcome = TradeOutcome(**{**outcome.__dict__, "order_state": state})
     return outcome
+
+
+def _apply_rules(ctx: TradeContext, market: str, params: InForce,
+                 decision: strategies.Decision, candle_ts: datetime, close: Decimal,
+                 exits_apply: bool, halted: bool) -> tuple[str, str, str]:
+    """(action, trigger, reason): the exits while held (before the signal), the
+    guards on a buy signal while flat (docs/semantics.md). Exits and sells are
+    never blocked."""
+    if exits_apply:
+        held = guards.holding(ctx.settings, ctx.db, market, candle_ts, close)
+        hit = None if held is None else guards.exit_taken(guards.exit_rules(params), held, close)
+        if hit is not None:
+            return "sell", hit.trigger, hit.reason
+    elif decision.action == "buy":
+        blocking = guards.buy_guards(ctx.settings, ctx.db, market, params, candle_ts,
+                                     loss_limit=halted)
+        if blocking:
+            return "hold", blocking[0].trigger, f"{decision.reason}; {blocking[0].reason}"
+    return decision.action, rules.SIGNAL, decision.reason
 
 
 def _already_decided(ctx: TradeContext, market: str, candle_ts: datetime) -> TradeOutcome:
@@ -245,18 +283,18 @@ def _already_decided(ctx: TradeContext, market: str, candle_ts: datetime) -> Tra
         row.reason,
         None if order is None else OrderPlan(order.side, order.price, order.volume),
         None if order is None else order.identifier,
-        None if order is None else order.state, row.weights_version)
+        None if order is None else order.state, row.weights_version, row.trigger)
 
 
 def _log_decision(o: TradeOutcome) -> None:
     fields = {"market": o.market, "candle": o.candle_ts, "action": o.action,
-              "score": round(o.score or 0.0, 4),
+              "trigger": o.trigger, "score": round(o.score or 0.0, 4),
               "signals": " ".join(f"{k}={v:+d}" for k, v in (o.signals or {}).items()),
               "weights_version": o.weights_version or "default"}
     if o.order is not None:
         fields.update(order=o.order.side, price=o.order.price, volume=o.order.volume,
                       identifier=o.identifier)
-    else:
+    if o.order is None or o.trigger != rules.SIGNAL:  # an exit says at which level
         fields["why"] = o.reason
     event(log, "decision", **fields)
 

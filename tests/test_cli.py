@@ -106,6 +106,7 @@ def test_collect_trade_reconcile_paper_round_trip_matches_hand_arithmetic(db, da
     from decimal import Decimal as D
 
     from bot.storage import orders as order_store
+    from bot.storage import positions
 
     epoch = time.time()
     with FakeUpbit(speedup=30, epoch=epoch, history_minutes=400) as server:
@@ -143,11 +144,17 @@ def test_collect_trade_reconcile_paper_round_trip_matches_hand_arithmetic(db, da
         assert json.loads(done.stdout)["markets"][0]["fills"] == 1
     row = order_store.by_identifier(db, order["identifier"])
     assert row.state == "done"
-    funds = price * volume  # 998,000.9981
+    # a bid above the open is marketable: it filled at the open of its candle
+    (fill,) = positions.fills_by_bar(db, "paper", "KRW-BTC", 1)
+    with db.cursor() as cur:
+        cur.execute("SELECT open FROM candles WHERE market = 'KRW-BTC' AND ts = %s",
+                    (fill.bar,))
+        assert fill.price == cur.fetchone()[0] <= price
+    funds = fill.price * volume
     fee = funds * D("0.0005")
     with db.cursor() as cur:
         cur.execute("SELECT currency, balance, locked FROM paper_balances ORDER BY currency")
         balances = {c: (b, lk) for c, b, lk in cur.fetchall()}
     assert balances["KRW"] == (D(1_000_000) - funds - fee, 0)
     assert balances["BTC"] == (volume, 0)
-    assert order_store.fills_of(db, row.id)[0][1:] == (price, volume, funds, fee)
+    assert order_store.fills_of(db, row.id)[0][1:] == (fill.price, volume, funds, fee)

@@ -37,6 +37,7 @@ def test_help_is_plain_text_and_version_is_given(tmp_path):
     (("optimize", "--days", "0", "--no-save"), "--days must be a positive number"),
     (("status", "--market", "KRW-XRP"), "--market KRW-XRP is not in MARKETS (KRW-BTC)"),
     (("trade", "--market", "KRW-XRP"), "--market KRW-XRP is not in MARKETS (KRW-BTC)"),
+    (("run", "--schedule-file", "/nonexistent/dir/beat"), "/nonexistent/dir is not a writable"),
 ])
 def test_usage_errors_are_one_sentence_and_exit_2(env, tmp_path, args, message):
     done = run_bot(*args, env=env, cwd=tmp_path)

@@ -48,10 +48,11 @@ def test_workers_from_one_image_with_healthchecks_and_the_seed_commands():
         assert depends["migrate"]["condition"] == "service_completed_successfully"
         command = service["command"]
         if name in queues:
-            assert command[:4] == ["celery", "-A", "bot.tasks", "worker"]
+            # -q: no banners, every line in the log format (as under bot run)
+            assert command[:5] == ["celery", "-q", "-A", "bot.tasks", "worker"]
             assert command[command.index("-Q") + 1] == queues[name]
         else:
-            assert command[:4] == ["celery", "-A", "bot.scheduler", "beat"]
+            assert command[:5] == ["celery", "-q", "-A", "bot.scheduler", "beat"]
             assert any(v.startswith("beat:") for v in service["volumes"])
 
 

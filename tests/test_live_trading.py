@@ -13,7 +13,10 @@ import pytest
 from bot.collector import collect_market
 from bot.errors import OrderSubmitUnknown, TemporaryError
 from bot.lifecycle import TradeContext, reconcile_market
+from bot.storage import decisions as decision_store
 from bot.storage import orders as order_store
+from bot.storage import positions
+from bot.storage import weights as weight_store
 from bot.trader import order_identifier, trade_market
 from bot.upbit import UpbitClient
 from tests.conftest import make_settings
@@ -59,8 +62,9 @@ def server(clock):
 
 @pytest.fixture
 def ctx(db, database_url, server, clock):
-    settings = make_settings(database_url, TRADING_MODE="live", UPBIT_ACCESS_KEY=ACCESS,
-                             UPBIT_SECRET_KEY=SECRET, UPBIT_API_BASE=server.url)
+    settings = make_settings(database_url, TRADING_MODE="live", LIVE_ALLOW_UNVALIDATED="true",
+                             UPBIT_ACCESS_KEY=ACCESS, UPBIT_SECRET_KEY=SECRET,
+                             UPBIT_API_BASE=server.url)
     client = UpbitClient(server.url, ACCESS, SECRET, sleep=lambda s: None, max_retries=2)
     collect_market(db, client, M, max_candles=400, now=clock)
     yield TradeContext(settings, db, client, now=clock)
@@ -95,6 +99,11 @@ def test_live_buy_is_signed_filled_and_reconciled(db, ctx, server, clock):
     spent = sum(f[3] + f[4] for f in fills)
     assert balances["KRW"].balance + balances["KRW"].locked == D(1_000_000) - spent
     assert balances["BTC"].balance == sum(f[2] for f in fills)
+    # each fill's slippage is its price against the decision's close (189,700)
+    stored = positions.fills_by_bar(db, "live", M, 1)
+    assert [(f.price, f.slippage, f.decision_ts) for f in stored] == [
+        (t.price, t.price / D(189_700) - 1, DECISION_TS) for t in server_order.trades]
+    assert stored[0].slippage > 0
 
 
 def test_lost_post_answer_then_retry_places_one_order(db, ctx, server, clock):
@@ -151,7 +160,8 @@ def test_partial_fills_over_several_passes_are_recorded_once_each(db, database_u
     with FakeUpbit(clock=clock, access_key=ACCESS, secret_key=SECRET, krw=1_000_000,
                    history_minutes=600, partial_fills=3) as server:
         server.set_candles(M, _rows(closes, dips=dips))
-        settings = make_settings(database_url, TRADING_MODE="live", UPBIT_ACCESS_KEY=ACCESS,
+        settings = make_settings(database_url, TRADING_MODE="live",
+                                 LIVE_ALLOW_UNVALIDATED="true", UPBIT_ACCESS_KEY=ACCESS,
                                  UPBIT_SECRET_KEY=SECRET, UPBIT_API_BASE=server.url,
                                  ORDER_TIMEOUT_SECONDS="3600")
         client = UpbitClient(server.url, ACCESS, SECRET, sleep=lambda s: None)
@@ -174,8 +184,9 @@ def test_partial_fills_over_several_passes_are_recorded_once_each(db, database_u
 
 
 def test_open_order_past_the_timeout_is_cancelled(db, database_url, server, clock):
-    settings = make_settings(database_url, TRADING_MODE="live", UPBIT_ACCESS_KEY=ACCESS,
-                             UPBIT_SECRET_KEY=SECRET, UPBIT_API_BASE=server.url,
+    settings = make_settings(database_url, TRADING_MODE="live", LIVE_ALLOW_UNVALIDATED="true",
+                             UPBIT_ACCESS_KEY=ACCESS, UPBIT_SECRET_KEY=SECRET,
+                             UPBIT_API_BASE=server.url,
                              ORDER_TIMEOUT_SECONDS="60")
     client = UpbitClient(server.url, ACCESS, SECRET, sleep=lambda s: None)
     collect_market(db, client, M, max_candles=400, now=clock)
@@ -219,3 +230,52 @@ def test_an_error_on_one_order_does_not_stop_the_others(db, ctx, server, clock):
     result = reconcile_market(ctx, M, adopt_unknown=False)
     assert result.errors == 1 and result.checked == 2
     assert order_store.by_id(db, good_id).exchange_uuid == good.uuid
+
+
+# --- the live gate ----------------------------------------------------------------
+
+
+def _live_ctx(db, database_url, server, clock, **overrides):
+    settings = make_settings(database_url, TRADING_MODE="live", UPBIT_ACCESS_KEY=ACCESS,
+                             UPBIT_SECRET_KEY=SECRET, UPBIT_API_BASE=server.url, **overrides)
+    client = UpbitClient(server.url, ACCESS, SECRET, sleep=lambda s: None, max_retries=2)
+    collect_market(db, client, M, max_candles=400, now=clock)
+    return TradeContext(settings, db, client, now=clock), client
+
+
+def _posts(server):
+    return [r for r in server.private_requests if r.method == "POST"]
+
+
+def test_live_gate_blocks_buys_without_an_adopted_parameter_set(db, database_url, server,
+                                                                clock):
+    ctx, client = _live_ctx(db, database_url, server, clock)  # LIVE_ALLOW_UNVALIDATED=false
+    try:
+        out = trade_market(ctx, M)
+    finally:
+        client.close()
+    assert (out.action, out.trigger, out.order) == ("hold", "live_gate", None)
+    assert "live_gate: no parameter set adopted for this market" in out.reason
+    row = decision_store.get(db, M, DECISION_TS)
+    assert (row.action, row.trigger) == ("hold", "live_gate")
+    assert _posts(server) == [] and order_store.count(db) == 0
+
+
+def test_live_gate_opens_once_a_parameter_set_is_adopted(db, database_url, server, clock):
+    weight_store.adopt(db, M, {"trend": 1.0})
+    ctx, client = _live_ctx(db, database_url, server, clock)
+    try:
+        out = trade_market(ctx, M)
+    finally:
+        client.close()
+    assert (out.action, out.trigger, out.order_state) == ("buy", "signal", "wait")
+    assert len(_posts(server)) == 1
+
+
+def test_live_allow_unvalidated_lifts_the_gate(db, database_url, server, clock):
+    ctx, client = _live_ctx(db, database_url, server, clock, LIVE_ALLOW_UNVALIDATED="true")
+    try:
+        out = trade_market(ctx, M)
+    finally:
+        client.close()
+    assert (out.action, out.trigger) == ("buy", "signal") and len(_posts(server)) == 1

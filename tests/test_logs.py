@@ -263,7 +263,8 @@ def test_a_live_trade_logs_no_secret(db, database_url):
         with captured_logs("text", level="DEBUG", role="trader") as text_out:
             settings = make_settings(database_url, TRADING_MODE="live", UPBIT_ACCESS_KEY=ACCESS,
                                      UPBIT_SECRET_KEY=SECRET, UPBIT_API_BASE=server.url,
-                                     TELEGRAM_BOT_TOKEN=TOKEN, TELEGRAM_CHAT_ID="42")
+                                     TELEGRAM_BOT_TOKEN=TOKEN, TELEGRAM_CHAT_ID="42",
+                                     LIVE_ALLOW_UNVALIDATED="true")
             event(log, "worker.started", **settings.public_summary())
             client = UpbitClient(server.url, ACCESS, SECRET, sleep=lambda s: None)
             collect_market(db, client, M, max_candles=400, now=clock)

@@ -1,5 +1,6 @@
-"""The paper exchange: reservations, fills on the next candle, fees, refusals,
-persistence across processes."""
+"""The paper exchange: reservations, fills on the next candle as Upbit executes
+a limit order (at the open when marketable, else at the limit, else
+cancelled), fees, refusals, persistence across processes."""
 
 import subprocess
 import sys
@@ -33,9 +34,11 @@ def _balances(ex):
     return {b.currency: (b.balance, b.locked) for b in ex.balances()}
 
 
-def _next_candle(db, minute, low, high, final=True):
+def _next_candle(db, minute, low, high, final=True, open_=None):
+    """The candle of ``minute``; it opens at ``open_`` (default: its low)."""
     candle_store.upsert_candles(db, [candle("KRW-BTC", T0 + timedelta(minutes=minute), high,
-                                            open_=low, high=high, low=low, final=final)], "1m")
+                                            open_=open_ or low, high=high, low=low,
+                                            final=final)], "1m")
 
 
 def test_starts_with_paper_cash(paper):
@@ -47,9 +50,10 @@ def test_bid_reserves_then_fills_at_limit_with_fee_to_the_won(db, paper, clock):
     assert order.state == "wait"
     # 0.01 * 50,000,000 = 500,000 KRW + 0.05 % fee = 500,250 KRW reserved
     assert _balances(paper)["KRW"] == (D("499750"), D("500250"))
-    _next_candle(db, 1, low="49990000", high="50100000", final=False)
+    # it opens above the bid, then trades down through it: filled at the limit
+    _next_candle(db, 1, low="49990000", high="50100000", open_="50050000", final=False)
     assert paper.get_order(uuid=order.uuid).state == "wait"  # candle not closed yet
-    _next_candle(db, 1, low="49990000", high="50100000")
+    _next_candle(db, 1, low="49990000", high="50100000", open_="50050000")
     done = paper.get_order(identifier="id-1")
     assert done.state == "done"
     assert done.executed_volume == D("0.01") and done.remaining_volume == 0
@@ -62,9 +66,55 @@ def test_bid_reserves_then_fills_at_limit_with_fee_to_the_won(db, paper, clock):
     assert {b.currency: b.avg_buy_price for b in paper.balances()}["BTC"] == D("50000000")
 
 
+def test_bid_below_the_open_fills_at_the_open_and_frees_the_rest(db, paper, clock):
+    """A bid at or above the next candle's open is marketable: Upbit fills it at
+    once at the best ask, the open, not at its limit."""
+    order = paper.place_limit_order("KRW-BTC", "bid", D("50000000"), D("0.01"), "cheap")
+    _next_candle(db, 1, open_="49900000", low="49800000", high="50200000")
+    done = paper.get_order(uuid=order.uuid)
+    assert done.state == "done" and done.executed_volume == D("0.01")
+    assert done.price == D("50000000")  # the order keeps its limit; the trade has the fill
+    assert [(t.price, t.volume, t.funds) for t in done.trades] == [
+        (D("49900000"), D("0.01"), D("499000"))]
+    assert done.paid_fee == D("249.5")  # 0.05 % of the filled value
+    # 500,250 was reserved; 499,000 + 249.5 was spent: 1,000.5 is free again
+    assert _balances(paper) == {"KRW": (D("1000000") - D("499249.5"), D("0")),
+                                "BTC": (D("0.01"), D("0"))}
+    assert {b.currency: b.avg_buy_price for b in paper.balances()}["BTC"] == D("49900000")
+
+
+def test_bid_at_exactly_the_open_fills_there(db, paper):
+    order = paper.place_limit_order("KRW-BTC", "bid", D("50000000"), D("0.01"), "equal")
+    _next_candle(db, 1, open_="50000000", low="50000000", high="50100000")
+    assert [t.price for t in paper.get_order(uuid=order.uuid).trades] == [D("50000000")]
+
+
+def test_ask_above_the_open_fills_at_the_open(db, paper, clock):
+    paper.place_limit_order("KRW-BTC", "bid", D("50000000"), D("0.01"), "b")
+    _next_candle(db, 1, open_="50000000", low="49000000", high="50000000")
+    clock.advance(minutes=1)
+    ask = paper.place_limit_order("KRW-BTC", "ask", D("51000000"), D("0.01"), "a")
+    _next_candle(db, 2, open_="51200000", low="51100000", high="51300000")
+    done = paper.get_order(uuid=ask.uuid)
+    assert [(t.price, t.funds) for t in done.trades] == [(D("51200000"), D("512000"))]
+    assert done.paid_fee == D("256")
+    # 499,750 left after the bid + 512,000 - 256
+    assert _balances(paper) == {"KRW": (D("1011494"), D("0"))}
+
+
+def test_ask_not_reached_is_cancelled_and_the_coin_released(db, paper, clock):
+    paper.place_limit_order("KRW-BTC", "bid", D("50000000"), D("0.01"), "b")
+    _next_candle(db, 1, open_="50000000", low="49000000", high="50000000")
+    clock.advance(minutes=1)
+    ask = paper.place_limit_order("KRW-BTC", "ask", D("51000000"), D("0.01"), "a")
+    _next_candle(db, 2, open_="50500000", low="50400000", high="50999000")
+    assert paper.get_order(uuid=ask.uuid).state == "cancel"
+    assert _balances(paper)["BTC"] == (D("0.01"), D("0"))
+
+
 def test_ask_fills_and_credits_funds_minus_fee(db, paper, clock):
     paper.place_limit_order("KRW-BTC", "bid", D("50000000"), D("0.01"), "b")
-    _next_candle(db, 1, low="49000000", high="50000000")
+    _next_candle(db, 1, open_="50000000", low="49000000", high="50000000")
     clock.advance(minutes=1)
     ask = paper.place_limit_order("KRW-BTC", "ask", D("51000000"), D("0.01"), "a")
     assert _balances(paper)["BTC"] == (D("0"), D("0.01"))

@@ -47,7 +47,8 @@ def test_beat_schedule_has_an_entry_per_market_and_every_entry_expires():
                              TRADE_SCHEDULE="20", OPTIMIZE_SCHEDULE="5 0 * * *")
     entries = build_beat_schedule(settings)
     assert {f"{job} {m}" for job in ("collect", "trade", "optimize")
-            for m in ("KRW-BTC", "KRW-ETH")} | {"reconcile", "daily summary"} == set(entries)
+            for m in ("KRW-BTC", "KRW-ETH")} | {"reconcile", "daily summary",
+                                                 "optimize due"} == set(entries)
     assert entries["collect KRW-ETH"]["args"] == ("KRW-ETH",)
     for name, entry in entries.items():
         assert entry["options"]["expires"] > 0, name

@@ -219,3 +219,104 @@ def test_batch_evaluator_equals_the_reference_bar_for_bar(steps, raw, params, of
     assert list(zip(trace.fill_bars.tolist(), sides, trace.fill_prices.tolist(),
                     strict=True)) == [(b, s, float(p)) for b, s, p, _, _ in ref.fills]
     assert trace.final_equity == pytest.approx(float(ref.final), rel=1e-9)
+
+
+# --- the trader, through the real database and the paper exchange ---------------------------
+
+
+def _setting(value: float) -> str:
+    return repr(float(value)) if value != int(value) else str(int(value))
+
+
+def trader_env(weights, params: bt.BacktestParams) -> dict[str, str]:
+    return {
+        "WEIGHTS": ",".join(f"{k}={v!r}" for k, v in weights.items() if v),
+        "THRESHOLD": repr(params.threshold), "AGGRESSIVENESS": repr(params.aggressiveness),
+        "FEE_RATE": repr(params.fee_rate), "FEE_BUFFER": repr(params.fee_buffer),
+        "MIN_ORDER_KRW": _setting(params.min_order_krw),
+        "PAPER_START_KRW": _setting(params.cash),
+        "MAX_POSITION_KRW": _setting(params.max_position_krw),
+        "STOP_LOSS_PCT": _setting(params.stop_loss_pct),
+        "TRAILING_STOP_PCT": _setting(params.trailing_stop_pct),
+        "TAKE_PROFIT_PCT": _setting(params.take_profit_pct),
+        "COOLDOWN_CANDLES": str(params.cooldown_candles),
+        "STOP_GUARD_EXITS": str(params.stop_guard_exits),
+        "STOP_GUARD_WINDOW_CANDLES": str(params.stop_guard_window_candles),
+        "STOP_GUARD_PAUSE_CANDLES": str(params.stop_guard_pause_candles),
+        "DAILY_LOSS_LIMIT_PCT": _setting(params.daily_loss_limit_pct),
+    }
+
+
+def run_trader(db, database_url, series: CandleArrays, weights, params, monkeypatch):
+    """Drive the trader as the daemon does: each bar's final candle stored, the
+    clock just past its close, one decision pass (which first reconciles the
+    previous bar's order on the paper exchange)."""
+    from datetime import UTC, datetime, timedelta
+
+    import bot.trader as trader_module
+    from bot.lifecycle import TradeContext
+    from bot.models import Candle
+    from bot.paper import PaperExchange
+    from bot.storage import candles as candle_store
+    from bot.storage import decisions as decision_store
+    from bot.storage import positions
+    from tests.conftest import make_settings
+    from tests.helpers import FakeClock
+
+    if params.stand_aside:
+        real = trader_module.params_in_force
+        monkeypatch.setattr(trader_module, "params_in_force", lambda *a: __import__(
+            "dataclasses").replace(real(*a), verdict="stand_aside"))
+    settings = make_settings(database_url, **trader_env(weights, params))
+    clock = FakeClock(datetime.fromtimestamp(int(series.ts[0]), UTC))
+    exchange = PaperExchange(db, start_krw=settings.paper_start_krw, fee_rate=settings.fee_rate,
+                             min_order_krw=settings.min_order_krw, unit=1, now=clock)
+    ctx = TradeContext(settings, db, exchange, now=clock)
+    market = settings.markets[0]
+    rows = [Candle(market, datetime.fromtimestamp(int(series.ts[i]), UTC), dec(series.open[i]),
+                   dec(series.high[i]), dec(series.low[i]), dec(series.close[i]), D(1),
+                   dec(series.close[i]), 1, {"final": True}) for i in range(len(series.ts))]
+    first = st.FIRST_DECISION
+    candle_store.upsert_candles(db, rows[:first], "1m")
+    for i in range(first, len(rows)):
+        candle_store.upsert_candles(db, [rows[i]], "1m")
+        clock.current = rows[i].ts + timedelta(minutes=1, seconds=1)
+        assert trade_market_ok(trader_module.trade_market(ctx, market))
+    index = {int(t): i for i, t in enumerate(series.ts.tolist())}
+    decisions = [(action, trigger) for _, action, trigger in
+                 decision_store.actions(db, "paper", market)]
+    fills = [(index[int(f.bar.timestamp())], "bid" if f.side == "bid" else "ask", f.price,
+              f.volume, f.fee) for f in positions.fills_by_bar(db, "paper", market, 1)]
+    balances = {b.currency: b.balance + b.locked for b in exchange.balances()}
+    coin = balances.get(market.split("-", 1)[1], D(0))
+    return decisions, fills, balances.get("KRW", D(0)) + coin * dec(series.close[-1])
+
+
+def trade_market_ok(outcome) -> bool:
+    return outcome.status == "decided"
+
+
+@settings(max_examples=25, deadline=None)
+@given(hs.lists(hs.sampled_from([-8, -3, -1, 0, 0, 1, 3, 8, 40, -40]), min_size=260,
+                max_size=340),
+       weights_strategy, params_strategy, hs.integers(0, 1439), hs.booleans())
+def test_trader_equals_the_reference_bar_for_bar(migrated_db, database_url, steps, raw, params,
+                                                 minute, gaps):
+    db = migrated_db  # emptied here for each example (the db fixture does it per test)
+    with db.cursor() as cur:
+        cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+                    " AND tablename <> 'schema_migrations'")
+        cur.execute("TRUNCATE " + ", ".join(r[0] for r in cur.fetchall())
+                    + " RESTART IDENTITY CASCADE")
+    series = random_series(steps, 60 * minute, gaps)
+    weights = dict(zip(SIGNAL_NAMES, raw, strict=True))
+    ref = reference(series, weights, params)
+    with pytest.MonkeyPatch.context() as patch:
+        decisions, fills, final = run_trader(db, database_url, series, weights, params, patch)
+    assert len(decisions) == len(series.ts) - st.FIRST_DECISION
+    assert decisions == ref.decisions[st.FIRST_DECISION:]
+    assert fills == ref.fills
+    assert final == ref.final
+    # and the exact engine, the same run
+    result = bt.run_backtest(series, weights, params)
+    assert engine_decisions(result)[st.FIRST_DECISION:] == decisions

@@ -105,3 +105,33 @@ def test_a_failed_copy_batch_stores_nothing_and_the_next_one_works(db):
     assert candles.count(db, "KRW-BTC", "1m") == 0
     good = [_big(i) for i in range(n)]
     assert candles.upsert_candles(db, good, "1m") == candles.UpsertResult(n, 0)
+
+
+def test_connections_are_kept_between_uses_and_a_dead_one_is_replaced(database_url,
+                                                                     monkeypatch):
+    from bot.errors import DatabaseUnavailable
+    from bot.storage import Database
+    from bot.storage import db as db_module
+    from tests.conftest import _admin
+
+    db = Database(database_url)
+
+    def backend() -> int:
+        with db.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            return cur.fetchone()[0]
+
+    pids = {backend() for _ in range(5)}
+    assert len(pids) == 1  # one connection, reused (not a connect per cursor)
+    (pid,) = pids
+    _admin(f"SELECT pg_terminate_backend({pid})")
+    # used at once, the dropped connection fails as a retryable error, and is replaced
+    with pytest.raises(DatabaseUnavailable):
+        backend()
+    second = backend()
+    assert second != pid
+    # idle for a while, a dropped connection is found out before use: no error at all
+    _admin(f"SELECT pg_terminate_backend({second})")
+    monkeypatch.setattr(db_module, "PING_AFTER_IDLE", 0.0)
+    assert backend() not in (pid, second)
+    db.close()

@@ -102,7 +102,7 @@ def ctx(db, database_url, clock):
 def test_rising_market_buys_once_per_candle(db, ctx, clock):
     store_closes(db, M, RISING)
     first = trade_market(ctx, M)
-    assert first.status == "decided" and first.action == "buy"
+    assert first.status == "decided" and first.action == "buy" and first.trigger == "signal"
     assert first.score == pytest.approx(1.0)
     assert set(first.signals.values()) == {1}
     # 159,700 * 1.0015 = 159,939.55 -> tick 100 -> 160,000; 1,000,000 / (160,000 * 1.001)
@@ -113,6 +113,7 @@ def test_rising_market_buys_once_per_candle(db, ctx, clock):
     assert second.status == "already_decided"
     # the second pass reports the stored decision, not a made-up hold
     assert (second.action, second.score, second.signals) == ("buy", first.score, first.signals)
+    assert second.trigger == "signal"
     assert second.order == first.order and second.identifier == first.identifier
     assert second.order_state == "wait" and second.reason == first.reason
     assert order_store.count(db) == 1 and decision_store.count(db) == 1
@@ -186,10 +187,11 @@ def test_kill_switch_decides_but_never_orders(db, database_url, clock):
     ctx, _ = _ctx(db, database_url, clock, TRADING_ENABLED="false")
     store_closes(db, M, RISING)
     out = trade_market(ctx, M)
-    assert out.action == "buy" and out.order is None
+    assert out.action == "buy" and out.order is None and out.trigger == "kill_switch"
     assert "kill switch" in out.reason
-    assert decision_store.get(db, M, T0 + timedelta(minutes=199)).reason.endswith(
-        "kill switch: TRADING_ENABLED=false")
+    row = decision_store.get(db, M, T0 + timedelta(minutes=199))
+    assert row.reason.endswith("kill switch: TRADING_ENABLED=false")
+    assert (row.action, row.trigger) == ("buy", "kill_switch")
     assert order_store.count(db) == 0
 
 
@@ -216,12 +218,17 @@ def test_daily_loss_limit_stops_buys_for_the_day(db, database_url, clock, caplog
     store_closes(db, M, RISING)
     with caplog.at_level(logging.WARNING):
         out = trade_market(ctx, M)
-    assert out.action == "buy" and out.order is None and "daily loss limit" in out.reason
+    # a blocked buy is a hold, and the guard is its trigger (docs/semantics.md)
+    assert (out.action, out.trigger, out.order) == ("hold", "loss_limit", None)
+    assert "daily loss limit" in out.reason and out.reason.startswith("score 1.0000 >= 0.2")
+    row = decision_store.get(db, M, T0 + timedelta(minutes=199))
+    assert (row.action, row.trigger) == ("hold", "loss_limit")
     assert [name for name, _ in events] == ["risk.loss_limit"]
     # still halted later the same day, without a second alert
     store_closes(db, M, RISING + [RISING[-1] + 300])
     clock.advance(minutes=1)
-    assert "daily loss limit" in trade_market(ctx, M).reason
+    again = trade_market(ctx, M)
+    assert "daily loss limit" in again.reason and again.trigger == "loss_limit"
     assert [name for name, _ in events] == ["risk.loss_limit"]
 
 

@@ -62,8 +62,9 @@ def clock():
 
 @pytest.fixture
 def ctx(db, database_url, clock):
-    settings = make_settings(database_url, TRADING_MODE="live", UPBIT_ACCESS_KEY=ACCESS,
-                             UPBIT_SECRET_KEY=SECRET, UPBIT_API_BASE=BASE)
+    settings = make_settings(database_url, TRADING_MODE="live", LIVE_ALLOW_UNVALIDATED="true",
+                             UPBIT_ACCESS_KEY=ACCESS, UPBIT_SECRET_KEY=SECRET,
+                             UPBIT_API_BASE=BASE)
     client = UpbitClient(BASE, ACCESS, SECRET, sleep=lambda s: None, max_retries=1)
     yield TradeContext(settings, db, client, now=clock)
     client.close()

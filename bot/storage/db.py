@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -23,6 +24,8 @@ from bot.config import redact_url
 from bot.errors import DatabaseUnavailable, SchemaMissing
 
 _CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
+KEEP_IDLE = 2  # connections kept open between uses (one per nested cursor in use)
+PING_AFTER_IDLE = 1.0  # seconds idle after which a kept connection is checked before use
 
 
 class Database:
@@ -36,6 +39,7 @@ class Database:
         self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
         self._pid = 0
         self._lock = threading.Lock()
+        self._idle_since: dict[int, float] = {}  # id(connection) -> when it was given back
 
     def __repr__(self) -> str:
         return f"Database({redact_url(self.dsn)!r})"
@@ -44,9 +48,11 @@ class Database:
         with self._lock:
             if self._pool is None or self._pid != os.getpid():
                 try:
+                    # psycopg2 keeps a returned connection only while fewer than
+                    # minconn are idle: with 0 every cursor would connect anew.
                     self._pool = psycopg2.pool.ThreadedConnectionPool(
-                        0, self.maxconn, self.dsn, connect_timeout=self.connect_timeout,
-                        application_name="upbit-bot",
+                        min(KEEP_IDLE, self.maxconn), self.maxconn, self.dsn,
+                        connect_timeout=self.connect_timeout, application_name="upbit-bot",
                     )
                 except _CONNECTION_ERRORS as exc:
                     raise DatabaseUnavailable(_describe(exc, self.dsn)) from None
@@ -58,12 +64,7 @@ class Database:
         """Borrow a connection; commit on success, roll back on error, always
         give it back (closed if it broke)."""
         pool = self._get_pool()
-        try:
-            conn = pool.getconn()
-        except _CONNECTION_ERRORS as exc:
-            raise DatabaseUnavailable(_describe(exc, self.dsn)) from None
-        except psycopg2.pool.PoolError as exc:
-            raise DatabaseUnavailable(f"database pool exhausted: {exc}") from None
+        conn = self._checkout(pool)
         broken = False
         try:
             yield conn
@@ -84,7 +85,34 @@ class Database:
             raise
         finally:
             broken = broken or bool(conn.closed)
+            if not broken:
+                self._idle_since[id(conn)] = time.monotonic()
             pool.putconn(conn, close=broken)
+
+    def _checkout(self, pool: psycopg2.pool.ThreadedConnectionPool
+                  ) -> psycopg2.extensions.connection:
+        """A connection from the pool. One that sat idle for a while is pinged
+        first and replaced if the server or the network dropped it meanwhile
+        (a restart, an idle timeout), so that no caller meets a dead one."""
+        for _ in range(self.maxconn + 1):
+            try:
+                conn = pool.getconn()
+            except _CONNECTION_ERRORS as exc:
+                raise DatabaseUnavailable(_describe(exc, self.dsn)) from None
+            except psycopg2.pool.PoolError as exc:
+                raise DatabaseUnavailable(f"database pool exhausted: {exc}") from None
+            idle = self._idle_since.pop(id(conn), None)
+            if idle is None or time.monotonic() - idle < PING_AFTER_IDLE:
+                return conn
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT 1")
+                conn.rollback()
+                return conn
+            except _CONNECTION_ERRORS:
+                pool.putconn(conn, close=True)
+        raise DatabaseUnavailable(f"database unavailable ({redact_url(self.dsn)}): every "
+                                  "pooled connection was dropped")
 
     @contextmanager
     def cursor(self) -> Iterator[psycopg2.extensions.cursor]:

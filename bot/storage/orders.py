@@ -1,5 +1,5 @@
 """The ``orders`` and ``fills`` tables: every order the trader sends, written
-before it is sent, and each of its fills exactly once."""
+before it is sent, and each of its fills exactly once (with its slippage)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from decimal import Decimal
 from psycopg2.extensions import cursor as Cursor
 
 from bot.models import Order, Trade
+from bot.rules import slippage
 from bot.storage.db import Database
 
 ACTIVE_STATES = ("new", "wait", "watch")
@@ -126,13 +127,21 @@ def adopt(db: Database, mode: str, order: Order) -> int:
 
 
 def insert_fill(db: Database, order: OrderRow, trade: Trade, fee: Decimal) -> bool:
-    """Record a fill once; False when this trade uuid is already recorded."""
+    """Record a fill once, with its slippage against the close of the order's
+    decision (none for an order without one); False when this trade uuid is
+    already recorded."""
     with db.cursor() as cur:
+        slip = None
+        if order.decision_id is not None:
+            cur.execute("SELECT close FROM decisions WHERE id = %s", (order.decision_id,))
+            row = cur.fetchone()
+            slip = None if row is None or row[0] <= 0 else slippage(trade.price, row[0])
         cur.execute("INSERT INTO fills (order_id, trade_uuid, mode, market, side, price, volume,"
-                    " funds, fee, traded_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    " funds, fee, traded_at, slippage)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                     " ON CONFLICT (trade_uuid) DO NOTHING RETURNING id",
                     (order.id, trade.uuid, order.mode, order.market, order.side, trade.price,
-                     trade.volume, trade.funds, fee, trade.created_at))
+                     trade.volume, trade.funds, fee, trade.created_at, slip))
         return cur.fetchone() is not None
 
 

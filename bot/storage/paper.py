@@ -112,14 +112,25 @@ def trades_of(cur: Cursor, order_uuid: str) -> tuple[Trade, ...]:
     return tuple(Trade(*row) for row in cur.fetchall())
 
 
+@dataclass(frozen=True)
+class FillCandle:
+    """What the fill model reads of the candle that decides an order."""
+
+    ts: datetime
+    open: Decimal
+    low: Decimal
+    high: Decimal
+
+
 def first_final_candle(cur: Cursor, market: str, timeframe: str,
-                       since: datetime) -> tuple[datetime, Decimal, Decimal] | None:
-    """(ts, low, high) of the first closed, final candle starting at or after ``since``."""
-    cur.execute("SELECT ts, low, high, coalesce((meta->>'final')::boolean, false) FROM candles"
-                " WHERE market = %s AND timeframe = %s AND ts >= %s ORDER BY ts LIMIT 1",
-                (market, timeframe, since))
+                       since: datetime) -> FillCandle | None:
+    """The first candle starting at or after ``since``, once it is final (None
+    while it is not, or when there is none yet)."""
+    cur.execute("SELECT ts, open, low, high, coalesce((meta->>'final')::boolean, false)"
+                " FROM candles WHERE market = %s AND timeframe = %s AND ts >= %s"
+                " ORDER BY ts LIMIT 1", (market, timeframe, since))
     row = cur.fetchone()
-    return (row[0], row[1], row[2]) if row and row[3] else None
+    return FillCandle(*row[:4]) if row and row[4] else None
 
 
 def to_order(row: PaperOrderRow, trades: tuple[Trade, ...] = ()) -> Order:

@@ -11,6 +11,7 @@ from decimal import Decimal
 
 from bot.accounting import FillRow
 from bot.storage.db import Database
+from bot.storage.decisions import COLUMNS as _DECISION_COLUMNS
 from bot.storage.decisions import DecisionRow
 
 
@@ -55,10 +56,6 @@ def close_at(db: Database, market: str, timeframe: str, ts: datetime) -> Decimal
                         " AND ts > %s ORDER BY ts LIMIT 1", (market, timeframe, ts))
             row = cur.fetchone()
     return row[0] if row else None
-
-
-_DECISION_COLUMNS = ("id, market, candle_ts, mode, close, signals, weights, weights_version,"
-                     " score, action, reason, created_at")
 
 
 def latest_decision(db: Database, mode: str, market: str) -> DecisionRow | None:
