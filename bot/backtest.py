@@ -36,7 +36,7 @@ the settings object it is given).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -605,22 +605,35 @@ class _Engine:
         self.fills.append(_Fill(f, SELL, price, volume, fee, self.cash, self.coin, trigger,
                                 rules.slippage(price, self.close_dec(i))))
 
-    def run(self) -> list[_Fill]:
-        k = st.FIRST_DECISION
-        while k < self.n:
+    def set_params(self, params: BacktestParams) -> None:
+        """Decide from here on with ``params`` (a walk-forward's next set),
+        keeping the account: cash, coin, position, fills and guards so far."""
+        self.params = params
+        self.exits, self.guards = params.exit_rules(), params.guard_rules()
+        period = self.prep.period
+        sells = [f for f in self.fills if f.side == SELL]
+        if sells:  # the cooldown in force counts from the last sell fill
+            self.cooldown_until = int(self.ts[sells[-1].bar]) + params.cooldown_candles * period
+        until = self.guards.stop_guard_until(self.stop_ts, period)
+        self.guard_until = -1 if until is None else until
+
+    def run(self, start: int, stop: int) -> None:
+        """Decide bars start..stop-1, filling orders as they come (an order
+        decided at stop-1 fills on bar stop)."""
+        k = start
+        while k < stop:
             a, step, event = k, _FIRST_STEP, None
-            while a < self.n and event is None:
-                c = min(self.n, a + step)
+            while a < stop and event is None:
+                c = min(stop, a + step)
                 event = self.chunk(a, c)
                 a, step = c, step * 4
             if event is None:
-                break
+                return
             if self.actions[event] == BUY:
                 self.buy(event)
             else:
                 self.sell(event)
             k = event + 1
-        return self.fills
 
 
 @dataclass(frozen=True)
@@ -724,20 +737,56 @@ def _sharpe(equity: np.ndarray, per_year: float) -> float:
     return float(returns.mean()) / std * math.sqrt(per_year) if std > _FLAT else 0.0
 
 
+@dataclass(frozen=True)
+class Segment:
+    """Bars ``start..stop-1`` of one account decided with these weights and
+    parameters (a walk-forward's out-of-sample window). Costs, cash and the
+    aggressiveness come from the first segment's parameters."""
+
+    start: int
+    stop: int
+    weights: Mapping[str, float] | None
+    params: BacktestParams
+
+
 def run_backtest(candles: CandleSeries | Prepared, weights: Mapping[str, float] | None,
                  params: BacktestParams) -> BacktestResult:
     """Backtest one parameter set on a candle series (oldest first) with the
     rules of docs/semantics.md, exactly. ``candles`` may be a
     :class:`Prepared` of the same aggressiveness to skip the signals."""
+    return run_segments(candles, [Segment(0, len(candles.ts), weights, params)])
+
+
+def run_segments(candles: CandleSeries | Prepared,
+                 segments: Sequence[Segment]) -> BacktestResult:
+    """:func:`run_backtest` with the parameters changing between contiguous
+    segments (in order), one account throughout."""
+    if not segments:
+        raise ValueError("no segments")
+    params = segments[0].params
     prep = _prepared(candles, params)
     n = len(prep)
     first = st.FIRST_DECISION
-    scores = st.score_table(weights)[prep.codes]
-    valid = np.arange(n) >= first
-    scores[~valid] = 0.0
-    thr = params.threshold
-    engine = _Engine(prep, params, valid & (scores >= thr), valid & (scores <= -thr))
-    fills = engine.run()
+    scores = np.zeros(n)
+    wants_buy, wants_sell = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    for seg in segments:
+        a, b = max(seg.start, first), min(seg.stop, n)
+        if a < b:
+            scores[a:b] = st.score_table(seg.weights)[prep.codes[a:b]]
+            wants_buy[a:b] = scores[a:b] >= seg.params.threshold
+            wants_sell[a:b] = scores[a:b] <= -seg.params.threshold
+    engine = _Engine(prep, params, wants_buy, wants_sell)
+    for seg in segments:
+        engine.set_params(seg.params)
+        engine.run(max(seg.start, first), min(seg.stop, n))
+    return _result(prep, params, engine, scores)
+
+
+def _result(prep: Prepared, params: BacktestParams, engine: _Engine,
+            scores: np.ndarray) -> BacktestResult:
+    fills = engine.fills
+    n = len(prep)
+    first = st.FIRST_DECISION
     cash, coin = _per_bar(fills, n, params.cash)
     close = prep.close
     equity = cash + coin * close

@@ -42,11 +42,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 import numpy as np
 
+from bot import backtest as bt
 from bot import strategies as st
 from bot.backtest import (
     BUY,
@@ -55,7 +55,6 @@ from bot.backtest import (
     BacktestResult,
     CandleSeries,
     Prepared,
-    _Engine,
     prepare,
     run_backtest,
 )
@@ -67,7 +66,6 @@ from bot.search import ADOPT, STAND_ASIDE, ParamSet, slice_candles
 log = logging.getLogger(__name__)
 
 DAY = 86_400
-_FIRST_STEP = 64  # bars per engine chunk at first (grows 4x while nothing fills)
 STAND_ASIDE_GATE, LIVE_GATE = "stand_aside", "live_gate"
 
 
@@ -96,68 +94,23 @@ class Traded:
     fill_bars: np.ndarray
     fill_sides: np.ndarray
     fees: float
-    fills: list[Any]
-
-
-def _wants(prep: Prepared, legs: Sequence[Leg]) -> tuple[np.ndarray, np.ndarray]:
-    """Each bar's wish to buy and to sell under its leg's weights and threshold."""
-    n = len(prep)
-    buy, sell = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
-    for leg in legs:
-        a, b = max(leg.start, st.FIRST_DECISION), leg.stop
-        if a >= b:
-            continue
-        scores = st.score_table(leg.params.weights)[prep.codes[a:b]]
-        buy[a:b] = scores >= leg.params.threshold
-        sell[a:b] = scores <= -leg.params.threshold
-    return buy, sell
-
-
-def _enter(engine: _Engine, base: BacktestParams, leg: Leg) -> None:
-    """Swap a leg's parameters into the engine, keeping the account's state."""
-    params = replace(leg.params.apply(base), stand_aside=leg.no_buys)
-    engine.params = params
-    engine.exits, engine.guards = params.exit_rules(), params.guard_rules()
-    sells = [f for f in engine.fills if f.side == SELL]
-    if sells:  # the cooldown in force at a decision counts from the last sell fill
-        engine.cooldown_until = (int(engine.ts[sells[-1].bar])
-                                 + params.cooldown_candles * engine.prep.period)
 
 
 def trade_plan(prep: Prepared, base: BacktestParams, legs: Sequence[Leg]) -> Traded:
-    """Run :mod:`bot.backtest`'s exact engine once over ``prep``, each leg's
-    parameters in force over its bars (legs in order, contiguous, from the
-    first decision on; ``base`` gives what no set holds: costs, cash, guards).
+    """Run the exact engine once over ``prep`` as one account, each leg's
+    parameters in force over its bars (legs in order, contiguous; ``base``
+    gives what no set holds: costs, cash, guards): :func:`bot.backtest.run_segments`.
     With one leg this is :func:`bot.backtest.run_backtest` bar for bar."""
-    wants_buy, wants_sell = _wants(prep, legs)
-    first = legs[0].params.apply(base) if legs else base
-    engine = _Engine(prep, first, wants_buy, wants_sell)
-    pos = st.FIRST_DECISION
-    for leg in legs:
-        _enter(engine, base, leg)
-        pos = max(pos, leg.start)
-        while pos < leg.stop:
-            a, step, event = pos, _FIRST_STEP, None
-            while a < leg.stop and event is None:
-                c = min(leg.stop, a + step)
-                event = engine.chunk(a, c)
-                a, step = c, step * 4
-            if event is None:
-                pos = leg.stop
-                break
-            (engine.buy if engine.actions[event] == BUY else engine.sell)(event)
-            pos = event + 1
-    fills = engine.fills
-    n = len(prep)
-    starts = np.array([0] + [f.bar for f in fills], dtype=np.int64)
-    cash = np.repeat(np.array([base.cash] + [float(f.cash) for f in fills]),
-                     np.diff(np.append(starts, n)))
-    coin = np.repeat(np.array([0.0] + [float(f.coin) for f in fills]),
-                     np.diff(np.append(starts, n)))
-    return Traded(cash + coin * prep.close, engine.holding.copy(), engine.actions.copy(),
-                  np.array([f.bar for f in fills], dtype=np.int64),
-                  np.array([f.side for f in fills], dtype=np.int8),
-                  float(sum((f.fee for f in fills), Decimal(0))), list(fills))
+    plan = [bt.Segment(leg.start, leg.stop, leg.params.weights,
+                       replace(leg.params.apply(base), stand_aside=leg.no_buys))
+            for leg in legs] or [bt.Segment(0, len(prep), None, base)]
+    result = bt.run_segments(prep, plan)
+    bars = np.concatenate([result.buy_bars, result.sell_bars])
+    sides = np.concatenate([np.full(len(result.buy_bars), BUY, dtype=np.int8),
+                            np.full(len(result.sell_bars), SELL, dtype=np.int8)])
+    order = np.argsort(bars, kind="stable")
+    return Traded(result.equity, result.holding.copy(), result.actions.copy(), bars[order],
+                  sides[order], result.fees)
 
 
 def slice_prepared(prep: Prepared, start: int) -> Prepared:
