@@ -306,7 +306,7 @@ SETTINGS: tuple[Setting, ...] = (
       "comma-separated KRW markets to collect and trade (MARKET is accepted too)",
       group="trading"),
     S("UNIT", "1", _unit, "candle minutes: 1, 3, 5, 10, 15, 30, 60 or 240", group="trading"),
-    S("THRESHOLD", "0.2", _decimal(Decimal(0), Decimal(1), lo_open=True),
+    S("THRESHOLD", "1", _decimal(Decimal(0), Decimal(1), lo_open=True),
       "buy if score >= THRESHOLD, sell if score <= -THRESHOLD", group="trading"),
     S("AGGRESSIVENESS", "0.0015", _aggressiveness,
       "limit price = last close * (1 +/- AGGRESSIVENESS), rounded to the tick",
@@ -330,7 +330,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("DAILY_LOSS_LIMIT_PCT", "5", _decimal(Decimal(0), Decimal(100)),
       "stop new buys for the rest of the UTC day once equity is this many percent below "
       "the day's start (0 = off)", group="risk"),
-    S("STOP_LOSS_PCT", "5", _decimal(Decimal(0), Decimal(100), hi_open=True),
+    S("STOP_LOSS_PCT", "3", _decimal(Decimal(0), Decimal(100), hi_open=True),
       "sell a held market once its close is this many percent below the average entry "
       "(0 = off)", group="risk"),
     S("TRAILING_STOP_PCT", "0", _decimal(Decimal(0), Decimal(100), hi_open=True),
@@ -339,15 +339,15 @@ SETTINGS: tuple[Setting, ...] = (
     S("TAKE_PROFIT_PCT", "0", _decimal(Decimal(0), Decimal(10000)),
       "sell once the close is this many percent above the average entry (0 = off)",
       group="risk"),
-    S("COOLDOWN_CANDLES", "0", _int(0, 100_000),
+    S("COOLDOWN_CANDLES", "60", _int(0, 100_000),
       "candles after a sell fills before a buy may be decided (0 = at that candle's close)",
       group="risk"),
-    S("STOP_GUARD_EXITS", "0", _int(0, 1000),
+    S("STOP_GUARD_EXITS", "2", _int(0, 1000),
       "stop exits (stop-loss or trailing) within STOP_GUARD_WINDOW_CANDLES that pause a "
       "market's buys (0 = off)", group="risk"),
-    S("STOP_GUARD_WINDOW_CANDLES", "60", _int(1, 100_000),
+    S("STOP_GUARD_WINDOW_CANDLES", "120", _int(1, 100_000),
       "the window, in candles, in which the stop guard counts stop exits", group="risk"),
-    S("STOP_GUARD_PAUSE_CANDLES", "120", _int(1, 100_000),
+    S("STOP_GUARD_PAUSE_CANDLES", "240", _int(1, 100_000),
       "candles without buys after the stop guard trips", group="risk"),
     S("LIVE_ALLOW_UNVALIDATED", "false", _bool,
       "live mode: open positions even without a parameter set the optimizer adopted for "

@@ -57,6 +57,13 @@ def db(migrated_db: Database) -> Database:
     return migrated_db
 
 
+# The trading values the mechanics tests are written against (a low threshold
+# that trades often, no cooldown or stop guard); tests of the shipped defaults
+# call load_settings({}) (tests/test_config.py).
+MECHANICS = {"THRESHOLD": "0.2", "STOP_LOSS_PCT": "5", "COOLDOWN_CANDLES": "0",
+             "STOP_GUARD_EXITS": "0"}
+
+
 def make_settings(database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres",
                   **overrides: str) -> Settings:
     env: dict[str, str] = {
@@ -64,6 +71,7 @@ def make_settings(database_url: str = "postgresql://postgres@127.0.0.1:5432/post
         "CELERY_BROKER_URL": f"{REDIS_URL}/0",
         "CELERY_BACKEND_URL": f"{REDIS_URL}/1",
         "UPBIT_API_BASE": "https://api.upbit.test",
+        **MECHANICS,
     }
     env.update({k.upper(): str(v) for k, v in overrides.items()})
     return load_settings(env)

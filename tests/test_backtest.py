@@ -169,8 +169,10 @@ def test_result_to_dict_is_the_json_object():
 def test_params_from_settings_and_validation():
     params = bt.BacktestParams.from_settings(load_settings({"THRESHOLD": "0.3",
                                                             "PAPER_START_KRW": "2000000"}))
-    assert params == bt.BacktestParams(threshold=0.3, cash=2_000_000.0, stop_loss_pct=5.0,
-                                       daily_loss_limit_pct=5.0)
+    assert params == bt.BacktestParams(threshold=0.3, cash=2_000_000.0, stop_loss_pct=3.0,
+                                       cooldown_candles=60, stop_guard_exits=2,
+                                       stop_guard_window_candles=120,
+                                       stop_guard_pause_candles=240, daily_loss_limit_pct=5.0)
     tuned = bt.BacktestParams.from_settings(load_settings({
         "TRAILING_STOP_PCT": "2.5", "TAKE_PROFIT_PCT": "10", "COOLDOWN_CANDLES": "15",
         "STOP_GUARD_EXITS": "2", "STOP_GUARD_WINDOW_CANDLES": "30",

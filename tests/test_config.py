@@ -42,7 +42,11 @@ def test_defaults_and_aliases():
     s = load_settings({})
     assert s.trading_mode == "paper" and not s.live
     assert s.markets == ("KRW-BTC",)
-    assert s.threshold == Decimal("0.2")
+    # the defaults chosen from walk-forward evidence (README, "Defaults from evidence")
+    assert s.threshold == Decimal("1")
+    assert (s.stop_loss_pct, s.trailing_stop_pct, s.take_profit_pct) == (3, 0, 0)
+    assert (s.cooldown_candles, s.stop_guard_exits, s.stop_guard_window_candles,
+            s.stop_guard_pause_candles) == (60, 2, 120, 240)
     assert s.aggressiveness == Decimal("0.0015")
     assert s.timeframe == "1m"
     assert load_settings({"MARKET": "krw-eth"}).markets == ("KRW-ETH",)

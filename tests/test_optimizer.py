@@ -390,7 +390,7 @@ def test_optimize_csv_json(csv_file, tmp_path):
     assert set(data["params"]) == set(data["current_params"]) == {
         "weights", "threshold", "cooldown_candles", "stop_loss_pct", "trailing_stop_pct",
         "take_profit_pct"}
-    assert data["current_params"]["threshold"] == 0.2  # THRESHOLD: the set in force
+    assert data["current_params"]["threshold"] == 1.0  # THRESHOLD's default: the set in force
     assert isinstance(data["holdout"]["t_new"], float)
     assert set(data["weights"]) == {"trend", "momentum", "swing", "scalping", "day",
                                     "price_action"}
