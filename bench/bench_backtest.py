@@ -33,6 +33,7 @@ import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,7 @@ from bot import search as optimizer
 from bot import strategies as st
 from bot.backtest import BacktestParams, prepare, run_backtest
 from bot.batch import evaluate_batch, warm_up
+from bot.config import load_settings
 from bot.storage.candles import CandleArrays
 
 YEAR, MONTH = 525_600, 43_200
@@ -68,15 +70,21 @@ def best_of(repeat: int, fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def bench_single(bars: int) -> dict[str, Any]:
-    data = synthetic(bars)
+    walk, real = synthetic(bars), generate(bars, seed=1)
     out: dict[str, Any] = {"bars": bars}
-    # Default costs: the account bleeds fees until cash falls below the minimum.
-    # Costless: trades all year long, the engine's worst case.
-    for name, params in (("default", BacktestParams()),
-                         ("costless", BacktestParams(aggressiveness=0.0, fee_rate=0.0,
-                                                     fee_buffer=0.0))):
-        seconds, result = best_of(3, lambda p=params: run_backtest(data, None, p))
-        prep_s, _ = best_of(3, lambda p=params: prepare(data, p))
+    daemon = BacktestParams.from_settings(load_settings({}))
+    # The daemon's defaults (exits and guards on) on realistic minutes; the old
+    # defaults (THRESHOLD 0.2) with every exit on, which churn; costless on a
+    # random walk: trades all year long, the engine's worst case.
+    cases = (("daemon_defaults", real, daemon),
+             ("churning_with_exits", real, replace(daemon, threshold=0.2,
+                                                   trailing_stop_pct=1.0,
+                                                   take_profit_pct=2.0)),
+             ("costless", walk, BacktestParams(aggressiveness=0.0, fee_rate=0.0,
+                                               fee_buffer=0.0)))
+    for name, data, params in cases:
+        seconds, result = best_of(3, lambda d=data, p=params: run_backtest(d, None, p))
+        prep_s, _ = best_of(3, lambda d=data, p=params: prepare(d, p))
         out[name] = {"seconds": round(seconds, 4), "signals_and_fills_s": round(prep_s, 4),
                      "fills": result.fills}
     return out
