@@ -107,6 +107,13 @@ def _ensure_hypertable(cur: psycopg2.extensions.cursor) -> bool:
     if cur.fetchone() is None:
         _log_backend(False, "extension not installed")
         return False
+    # TimescaleDB's loader defines this setting only when preloaded (and any role
+    # may read it, unlike shared_preload_libraries itself).
+    cur.execute("SELECT current_setting('timescaledb.disable_load', true) IS NOT NULL")
+    if not cur.fetchone()[0]:
+        # CREATE EXTENSION would end the session with a FATAL error then.
+        _log_backend(False, "extension installed but not in shared_preload_libraries")
+        return False
     try:
         cur.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
         cur.execute(
