@@ -318,6 +318,10 @@ def _worker_ready(sender: Any, **_: Any) -> None:
     if "trader" in role:
         # Adopt the exchange's view of every order before trading again.
         reconcile.apply_async(expires=PERIOD * 2)
+    if "optimizer" in role:
+        # History backfilled before the start (`bot backfill`, then `bot run`) is
+        # judged now, not at the next 15-minute check.
+        optimize_due.apply_async(expires=OPTIMIZE_DUE_EVERY)
 
 
 def _quiet_warm_shutdown(worker: Any) -> None:

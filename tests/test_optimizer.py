@@ -10,6 +10,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import numpy as np
 import pytest
 
 from bot.lifecycle import TradeContext
@@ -306,6 +307,30 @@ def test_a_fresh_install_optimizes_soon_after_its_workers_start(tmp_path):
         wait_for(lambda: d.scalar("SELECT count(*) FROM optimizer_runs"
                                   " WHERE objective_holdout_current IS NOT NULL"), 90,
                  "an optimizer run that judged its holdout")
+        assert "optimize.due" in d.stack.log("optimizer")
+    finally:
+        d.close()
+
+
+def test_history_stored_before_the_start_is_judged_when_the_optimizer_starts(tmp_path):
+    """`bot backfill`, then `bot run`: no collect stores new history and Beat's
+    check is 15 minutes away (no Beat here at all): the optimizer worker asks
+    for the due runs as soon as it is ready."""
+    from bot.storage.migrate import migrate
+    from tests.e2e_support import wait_for
+    from tests.helpers import store_closes
+    from tests.test_e2e import Daemon
+    d = Daemon(tmp_path, env={"OPTIMIZE_SCHEDULE": "0 0 1 1 *"})
+    try:
+        migrate(d.db)
+        now = d.sim_now().replace(second=0, microsecond=0)
+        rng = np.random.default_rng(4)
+        closes = np.round(50_000_000 * np.exp(np.cumsum(rng.normal(0, 0.001, 2000))), -3)
+        store_closes(d.db, M, closes.tolist(), start=now - timedelta(minutes=2000),
+                     spread="2000")
+        d.stack.start("optimizer")
+        wait_for(lambda: d.scalar("SELECT count(*) FROM optimizer_runs"), 30,
+                 "the optimizer to run at its start")
         assert "optimize.due" in d.stack.log("optimizer")
     finally:
         d.close()
