@@ -156,12 +156,18 @@ def _load_fast(body: str, index: dict[str, int]) -> CandleArrays | None:
     return CandleArrays(ts, o, h, lo, c, v)
 
 
-def _valid(c: CandleArrays) -> bool:
-    prices_ok = np.isfinite(c.open) & np.isfinite(c.high) & np.isfinite(c.low) & np.isfinite(
+def _bad_rows(c: CandleArrays) -> np.ndarray:
+    """Per row: a price not finite and positive, low/high not containing open
+    and close, or a volume not finite and >= 0."""
+    finite = np.isfinite(c.open) & np.isfinite(c.high) & np.isfinite(c.low) & np.isfinite(
         c.close)
-    ok = (prices_ok & (c.low > 0) & (c.low <= np.minimum(c.open, c.close))
-          & (np.maximum(c.open, c.close) <= c.high) & np.isfinite(c.volume) & (c.volume >= 0))
-    return bool(ok.all()) and bool(np.all(c.ts[1:] > c.ts[:-1]))
+    return ~(finite & (c.low > 0) & (c.low <= np.minimum(c.open, c.close))
+             & (np.maximum(c.open, c.close) <= c.high) & np.isfinite(c.volume)
+             & (c.volume >= 0))
+
+
+def _valid(c: CandleArrays) -> bool:
+    return not _bad_rows(c).any() and bool(np.all(c.ts[1:] > c.ts[:-1]))
 
 
 def _load_rows(path: str | os.PathLike[str], text: str, index: dict[str, int]) -> CandleArrays:
@@ -182,18 +188,16 @@ def _load_rows(path: str | os.PathLike[str], text: str, index: dict[str, int]) -
     cols = {name: _float_column([row[index[name]] for row in rows]) for name in CSV_COLUMNS[1:]}
     if len(ts) != len(rows) or any(len(col) != len(rows) for col in cols.values()):
         _raise_first_problem(path, rows, lines, index)
-    o, h, lo, c, v = (cols[name] for name in CSV_COLUMNS[1:])
-    prices_ok = np.isfinite(o) & np.isfinite(h) & np.isfinite(lo) & np.isfinite(c)
-    ok = (prices_ok & (lo > 0) & (lo <= np.minimum(o, c)) & (np.maximum(o, c) <= h)
-          & np.isfinite(v) & (v >= 0))
-    if not ok.all():
-        _raise_first_problem(path, rows, lines, index, start=int(np.flatnonzero(~ok)[0]))
+    candles = CandleArrays(ts, *(cols[name] for name in CSV_COLUMNS[1:]))
+    bad = _bad_rows(candles)
+    if bad.any():
+        _raise_first_problem(path, rows, lines, index, start=int(np.flatnonzero(bad)[0]))
     if len(ts) > 1 and not np.all(ts[1:] > ts[:-1]):
         bad = int(np.flatnonzero(ts[1:] <= ts[:-1])[0]) + 1
         raise ValueError(f"{path}: line {lines[bad]}: ts {rows[bad][index['ts']].strip()} "
                          "does not come after the row before (rows must be oldest first, "
                          "one per candle)")
-    return CandleArrays(ts, o, h, lo, c, v)  # pragma: no cover - the fast path took it
+    return candles  # pragma: no cover - the fast path took it
 
 
 def _raise_first_problem(path: str | os.PathLike[str], rows: list[list[str]], lines: list[int],
