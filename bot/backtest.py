@@ -716,6 +716,13 @@ def _per_bar(fills: list[_Fill], n: int, cash: float) -> tuple[np.ndarray, np.nd
     return np.repeat(cash_seg, lengths), np.repeat(coin_seg, lengths)
 
 
+def max_drawdown(curve: np.ndarray) -> float:
+    """The largest fall of an equity curve from its running peak, as a fraction."""
+    if not len(curve):
+        return 0.0
+    return float(np.max(1.0 - curve / np.maximum.accumulate(curve)))
+
+
 def _win_rate(fills: list[_Fill]) -> float | None:
     wins = trips = 0
     cost = Decimal(0)
@@ -792,7 +799,6 @@ def _result(prep: Prepared, params: BacktestParams, engine: _Engine,
     equity = cash + coin * close
     span = min(first, n - 1)
     curve = equity[span:]
-    peak = np.maximum.accumulate(curve)
     buys = [f for f in fills if f.side == BUY]
     sells = [f for f in fills if f.side == SELL]
     sell_triggers = np.array([f.trigger for f in sells], dtype=np.int8)
@@ -801,7 +807,7 @@ def _result(prep: Prepared, params: BacktestParams, engine: _Engine,
         final_equity=float(equity[-1]),
         total_return=float(equity[-1] / params.cash - 1.0),
         buy_and_hold_return=float(close[-1] / close[span] - 1.0),
-        max_drawdown=float(np.max(1.0 - curve / peak)),
+        max_drawdown=max_drawdown(curve),
         sharpe=_sharpe(curve, prep.bars_per_year),
         round_trips=len(sells),
         fills=len(fills),

@@ -239,12 +239,6 @@ def segment_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
-def _drawdown(curve: np.ndarray) -> float:
-    if not len(curve):
-        return 0.0
-    return float(np.max(1.0 - curve / np.maximum.accumulate(curve)))
-
-
 @dataclass(frozen=True)
 class _Run:
     """One nightly run's outcome, as the walk-forward keeps it."""
@@ -372,7 +366,8 @@ def _stitch(settings: Settings, base: BacktestParams, prep: Prepared,
         total_return=float(equity[-1] / base.cash - 1.0),
         buy_and_hold_return=float(close[-1] / close[0] - 1.0),
         default_return=default_result.total_return,
-        max_drawdown=_drawdown(equity), default_max_drawdown=_drawdown(default_equity),
+        max_drawdown=bt.max_drawdown(equity),
+        default_max_drawdown=bt.max_drawdown(default_equity),
         round_trips=len(sells), default_round_trips=default_result.round_trips,
         fills=len(traded.fill_bars), fees=traded.fees, default_fees=default_result.fees,
         exposure=float(traded.holding[span].mean()) if len(equity) else 0.0,
