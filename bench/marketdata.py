@@ -67,8 +67,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from bot.csvdata import write_csv  # noqa: F401 - the bench script's CSV writer
+from bot.models import CandleArrays
 from bot.money import KRW_TICKS, RoundMode
-from bot.storage.candles import CandleArrays
 
 START = 1_704_067_200  # 2024-01-01T00:00:00Z
 DAY = 1440  # minutes

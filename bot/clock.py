@@ -20,10 +20,6 @@ def configure(speedup: float = 1.0, epoch: float = 0.0) -> None:
     _speedup, _epoch = float(speedup), float(epoch)
 
 
-def speedup() -> float:
-    return _speedup
-
-
 def timestamp() -> float:
     """Seconds since the Unix epoch on the daemon's clock."""
     real = time.time()

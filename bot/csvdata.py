@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bot.storage.candles import CandleArrays
+from bot.models import CandleArrays
 
 CSV_COLUMNS = ("ts", "open", "high", "low", "close", "volume")
 PRICE_COLUMNS = ("open", "high", "low", "close")

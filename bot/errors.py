@@ -104,7 +104,3 @@ class MalformedResponse(ExchangeTemporaryError):
 class OrderSubmitUnknown(ExchangeTemporaryError):
     """An order POST got no answer (timeout, connection reset): it may or may not
     have landed. Never resend blindly; look the identifier up."""
-
-
-def is_retryable(exc: BaseException) -> bool:
-    return isinstance(exc, TemporaryError)

@@ -12,8 +12,15 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
+import numpy as np
+
 Side = Literal["bid", "ask"]
-OrderState = Literal["wait", "watch", "done", "cancel"]
+
+
+def coin_of(market: str) -> str:
+    """The coin a KRW market trades: ``KRW-BTC`` -> ``BTC``."""
+    return market.split("-", 1)[1]
+
 OPEN_STATES = frozenset({"wait", "watch"})
 
 
@@ -78,3 +85,19 @@ class Order:
     @property
     def is_open(self) -> bool:
         return self.state in OPEN_STATES
+
+
+@dataclass(frozen=True)
+class CandleArrays:
+    """Candles as float arrays for the numeric engines; ``ts`` as int64
+    seconds since the epoch (UTC)."""
+
+    ts: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ts)

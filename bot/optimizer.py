@@ -33,6 +33,7 @@ from bot import clock, strategies
 from bot.backtest import BacktestParams
 from bot.config import Settings
 from bot.logs import event
+from bot.models import CandleArrays
 from bot.search import (
     ADOPT,
     GROUP_OF,
@@ -47,7 +48,6 @@ from bot.storage import Database
 from bot.storage import candles as candle_store
 from bot.storage import optimizer_runs as run_store
 from bot.storage import weights as weight_store
-from bot.storage.candles import CandleArrays
 from bot.storage.weights import WeightsRow
 
 log = logging.getLogger("bot.optimizer")

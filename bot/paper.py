@@ -29,7 +29,7 @@ from decimal import Decimal
 
 from bot import clock
 from bot.errors import InsufficientFunds, InvalidOrder, OrderNotFound
-from bot.models import Balance, Order, Trade
+from bot.models import Balance, Order, Trade, coin_of
 from bot.money import VOLUME_QUANTUM, is_on_tick
 from bot.rules import fill_price
 from bot.storage import Database
@@ -72,7 +72,7 @@ class PaperExchange:
         self._validate(side, price, volume)
         self.settle(market)
         created = self.now()
-        currency = "KRW" if side == "bid" else market.split("-", 1)[1]
+        currency = "KRW" if side == "bid" else coin_of(market)
         reserve = price * volume * (1 + self.fee_rate) if side == "bid" else volume
         with self.db.cursor() as cur:
             store.ensure_account(cur, self.start_krw)
@@ -150,7 +150,7 @@ class PaperExchange:
     def _fill(self, cur, row: store.PaperOrderRow, price: Decimal, traded_at: datetime) -> None:
         funds = price * row.volume
         fee = funds * self.fee_rate
-        coin = row.market.split("-", 1)[1]
+        coin = coin_of(row.market)
         krw = store.lock_balance(cur, "KRW")
         held = store.lock_balance(cur, coin)
         if row.side == "bid":
@@ -173,7 +173,7 @@ class PaperExchange:
         store.finish_order(cur, row.uuid, state="done", executed_volume=row.volume, paid_fee=fee)
 
     def _release(self, cur, row: store.PaperOrderRow) -> None:
-        currency = "KRW" if row.side == "bid" else row.market.split("-", 1)[1]
+        currency = "KRW" if row.side == "bid" else coin_of(row.market)
         funds = store.lock_balance(cur, currency)
         store.save_balance(cur, replace(funds, balance=funds.balance + row.reserved,
                                         locked=funds.locked - row.reserved))

@@ -118,7 +118,7 @@ from bot.backtest import (
 )
 from bot.batch import evaluate_batch
 from bot.config import SIGNAL_NAMES, TUNABLE
-from bot.storage.candles import CandleArrays
+from bot.models import CandleArrays
 
 FULL_CREDIT_TRIPS = 20  # round trips at which a Sharpe ratio counts in full
 MIN_BARS = st.WINDOW + 300  # candles each part needs to be judged at all

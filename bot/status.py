@@ -27,7 +27,7 @@ from bot import accounting, clock
 from bot.config import Settings
 from bot.errors import BotError, DatabaseUnavailable, TemporaryError
 from bot.jsonout import dumps
-from bot.models import Balance
+from bot.models import Balance, coin_of
 
 ROLES = ("collector", "trader", "optimizer", "beat")
 HEARTBEAT_PREFIX = "bot:heartbeat:"  # bot.runtime.HEARTBEAT_KEY without its role
@@ -327,7 +327,7 @@ def _pnl_total(ledgers: list[accounting.Ledger]) -> dict[str, Any]:
 
 def _position(market: str, balances: list[Balance] | None, close: Decimal | None,
               led: accounting.Ledger) -> dict[str, Any] | None:
-    coin = market.split("-", 1)[1]
+    coin = coin_of(market)
     if balances is None:
         return None  # unknown: the exchange did not answer
     balance = next((b for b in balances if b.currency == coin), None)

@@ -35,7 +35,7 @@ from bot.clock import floor_to_unit
 from bot.exchange import free_balance, total_balance
 from bot.lifecycle import TradeContext, reconcile_market, send_order
 from bot.logs import event
-from bot.models import Balance
+from bot.models import Balance, coin_of
 from bot.money import floor_volume, fmt, round_price
 from bot.optimizer import InForce, params_in_force
 from bot.storage import candles as candle_store
@@ -145,7 +145,7 @@ def _buy_budget(ctx: TradeContext, balances: list[Balance], closes: dict[str, De
     krw = free_balance(balances, "KRW")
     flat = 0
     for market in ctx.settings.markets:
-        coin = total_balance(balances, market.split("-", 1)[1])
+        coin = total_balance(balances, coin_of(market))
         if coin * closes.get(market, Decimal(0)) < ctx.settings.min_order_krw:
             flat += 1
     return krw / max(flat, 1)
@@ -161,7 +161,7 @@ def _plan(ctx: TradeContext, market: str, action: str, balances: list[Balance], 
                         aggressiveness=s.aggressiveness, fee_rate=s.fee_rate,
                         fee_buffer=s.fee_buffer, min_order_krw=s.min_order_krw,
                         max_position_krw=s.max_position_krw)
-    return plan_sell(free_balance(balances, market.split("-", 1)[1]), close,
+    return plan_sell(free_balance(balances, coin_of(market)), close,
                      aggressiveness=s.aggressiveness, min_order_krw=s.min_order_krw)
 
 
@@ -203,7 +203,7 @@ def trade_market(ctx: TradeContext, market: str, *,
 
     params = params_in_force(s, ctx.db, market)
     balances = ctx.exchange.balances()
-    coin = market.split("-", 1)[1]
+    coin = coin_of(market)
     close = newest.close
     # Coin locked in an open ask is still held (docs/semantics.md: coin * close).
     holding = total_balance(balances, coin) * close >= s.min_order_krw

@@ -15,8 +15,8 @@ from hypothesis import strategies as hs
 
 from bot import backtest as bt
 from bot.config import load_settings
+from bot.models import CandleArrays
 from bot.money import KRW_TICKS, floor_volume
-from bot.storage.candles import CandleArrays
 
 DAY0 = int(datetime(2024, 3, 1, tzinfo=UTC).timestamp())
 DEFAULT = bt.BacktestParams()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bot.csvdata import load_csv, write_csv
-from bot.storage.candles import CandleArrays
+from bot.models import CandleArrays
 
 DAY0 = int(datetime(2024, 3, 1, tzinfo=UTC).timestamp())
 HEADER = "ts,open,high,low,close,volume\n"

@@ -13,7 +13,7 @@ import pytest
 from bot import search as opt
 from bot import strategies as st
 from bot.backtest import BacktestParams
-from bot.storage.candles import CandleArrays
+from bot.models import CandleArrays
 
 DAY0 = int(datetime(2024, 3, 1, tzinfo=UTC).timestamp())
 # Cheap trading, so that a modest edge survives costs.

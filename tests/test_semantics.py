@@ -18,8 +18,8 @@ from bot import backtest as bt
 from bot import rules
 from bot import strategies as st
 from bot.config import SIGNAL_NAMES
+from bot.models import CandleArrays
 from bot.money import floor_volume
-from bot.storage.candles import CandleArrays
 from tests.test_backtest import DAY0, candles
 
 D = Decimal

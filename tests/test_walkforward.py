@@ -14,8 +14,8 @@ from bench import marketdata as md
 from bot import strategies as st
 from bot.backtest import BUY, SELL, BacktestParams, prepare, run_backtest
 from bot.csvdata import write_csv
+from bot.models import CandleArrays
 from bot.search import ParamSet
-from bot.storage.candles import CandleArrays
 from bot.walkforward import DAY, Leg, trade_plan, walk_forward
 from tests.conftest import make_settings
 from tests.test_cli import run_bot

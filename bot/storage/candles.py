@@ -14,7 +14,7 @@ import numpy as np
 import psycopg2.extensions
 import psycopg2.extras
 
-from bot.models import Candle
+from bot.models import Candle, CandleArrays
 from bot.storage.db import Database
 
 _COLUMNS = "market, timeframe, ts, open, high, low, close, volume, quote_volume, meta"
@@ -232,13 +232,6 @@ def newest_ts(db: Database, market: str, timeframe: str) -> datetime | None:
         return cur.fetchone()[0]
 
 
-def oldest_ts(db: Database, market: str, timeframe: str) -> datetime | None:
-    with db.cursor() as cur:
-        cur.execute("SELECT min(ts) FROM candles WHERE market = %s AND timeframe = %s",
-                    (market, timeframe))
-        return cur.fetchone()[0]
-
-
 def count(db: Database, market: str, timeframe: str) -> int:
     with db.cursor() as cur:
         cur.execute("SELECT count(*) FROM candles WHERE market = %s AND timeframe = %s",
@@ -276,22 +269,6 @@ def load_candles(db: Database, market: str, timeframe: str, *, since: datetime |
         rows = cur.fetchall()
     rows.reverse()
     return [Candle(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], unit, r[8]) for r in rows]
-
-
-@dataclass(frozen=True)
-class CandleArrays:
-    """Candles as float arrays for the numeric engines; ``ts`` as int64
-    seconds since the epoch (UTC)."""
-
-    ts: np.ndarray
-    open: np.ndarray
-    high: np.ndarray
-    low: np.ndarray
-    close: np.ndarray
-    volume: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.ts)
 
 
 def load_arrays(db: Database, market: str, timeframe: str, *, since: datetime | None = None,

@@ -120,10 +120,6 @@ class Database:
         with self.connection() as conn, conn.cursor() as cur:
             yield cur
 
-    def ping(self) -> None:
-        with self.cursor() as cur:
-            cur.execute("SELECT 1")
-
     def close(self) -> None:
         with self._lock:
             if self._pool is not None and self._pid == os.getpid():
@@ -134,7 +130,3 @@ class Database:
 def _describe(exc: BaseException, dsn: str) -> str:
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return f"database unavailable ({redact_url(dsn)}): {first}"
-
-
-def json_value(value: object) -> psycopg2.extras.Json:
-    return psycopg2.extras.Json(value)

@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
 import psycopg2.extras
 from psycopg2.extensions import cursor as Cursor
@@ -66,14 +65,6 @@ def get(db: Database, market: str, candle_ts: datetime) -> DecisionRow | None:
     return DecisionRow(*row) if row else None
 
 
-def latest(db: Database, market: str) -> DecisionRow | None:
-    with db.cursor() as cur:
-        cur.execute(f"SELECT {COLUMNS} FROM decisions WHERE market = %s"
-                    " ORDER BY candle_ts DESC LIMIT 1", (market,))
-        row = cur.fetchone()
-    return DecisionRow(*row) if row else None
-
-
 def actions(db: Database, mode: str, market: str) -> list[tuple[datetime, str, str]]:
     """``(candle_ts, action, trigger)`` of every decision, oldest first: the
     trader's per-bar record, for comparing it with a backtest."""
@@ -90,7 +81,3 @@ def count(db: Database, market: str | None = None) -> int:
         else:
             cur.execute("SELECT count(*) FROM decisions WHERE market = %s", (market,))
         return cur.fetchone()[0]
-
-
-def as_dict(row: DecisionRow) -> dict[str, Any]:
-    return {k: getattr(row, k) for k in DecisionRow.__dataclass_fields__}
