@@ -37,7 +37,7 @@ from typing import Protocol, TextIO
 from bot import clock
 from bot.errors import BotError, MalformedResponse, NotFound, UnknownMarket
 from bot.logs import event
-from bot.models import Candle
+from bot.models import Candle, timeframe_of
 from bot.storage import Database
 from bot.storage import candles as candle_store
 
@@ -131,7 +131,7 @@ def collect_market(db: Database, source: CandleSource, market: str, *, unit: int
                    now: Callable[[], datetime] = clock.now) -> CollectResult:
     """One collect pass for one market. Raises on exchange or database errors
     (the caller decides about retries); nothing is stored on error."""
-    timeframe = f"{unit}m"
+    timeframe = timeframe_of(unit)
     newest = candle_store.newest_ts(db, market, timeframe)
     first = _page(source, market, unit)
     # On an empty database, take up to max_candles of history.
@@ -270,7 +270,7 @@ class _Walk:
     def __init__(self, db: Database, source: CandleSource, market: str, unit: int,
                  moment: datetime, days: float, pages_per_write: int):
         self.db, self.source, self.market, self.unit = db, source, market, unit
-        self.timeframe = f"{unit}m"
+        self.timeframe = timeframe_of(unit)
         self.period = timedelta(minutes=unit)
         self.moment = moment
         self.target = moment - timedelta(days=days)

@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from bot.models import timeframe_of
 from bot.money import AGGRESSIVENESS_DECIMALS
 
 CANDLE_UNITS = (1, 3, 5, 10, 15, 30, 60, 240)
@@ -490,7 +491,7 @@ class Settings:
     @property
     def timeframe(self) -> str:
         """The ``candles.timeframe`` value for UNIT, e.g. ``1m``."""
-        return f"{self.unit}m"
+        return timeframe_of(self.unit)
 
     @property
     def notifications(self) -> tuple[str, ...]:

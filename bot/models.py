@@ -10,11 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
+if TYPE_CHECKING:  # annotations only: importing the types costs no numpy
+    import numpy as np
 
 Side = Literal["bid", "ask"]
+
+
+def timeframe_of(unit: int) -> str:
+    """The ``candles.timeframe`` of UNIT-minute candles: ``1`` -> ``1m``."""
+    return f"{unit}m"
 
 
 def coin_of(market: str) -> str:

@@ -29,7 +29,7 @@ from decimal import Decimal
 
 from bot import clock
 from bot.errors import InsufficientFunds, InvalidOrder, OrderNotFound
-from bot.models import Balance, Order, Trade, coin_of
+from bot.models import Balance, Order, Trade, coin_of, timeframe_of
 from bot.money import VOLUME_QUANTUM, is_on_tick
 from bot.rules import fill_price
 from bot.storage import Database
@@ -51,7 +51,7 @@ class PaperExchange:
         self.fee_rate = fee_rate
         self.min_order_krw = min_order_krw
         self.unit = unit
-        self.timeframe = f"{unit}m"
+        self.timeframe = timeframe_of(unit)
         self.now = now
 
     @classmethod

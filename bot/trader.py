@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
-from bot import guards, rules, strategies
+from bot import accounting, guards, rules, strategies
 from bot.clock import floor_to_unit
 from bot.exchange import free_balance, total_balance
 from bot.lifecycle import TradeContext, reconcile_market, send_order
@@ -110,15 +110,6 @@ def _latest_closes(ctx: TradeContext, balances: list[Balance], market: str,
     closes = candle_store.latest_closes(ctx.db, sorted(markets), ctx.settings.timeframe)
     closes[market] = close
     return closes
-
-
-def _equity(balances: list[Balance], closes: dict[str, Decimal]) -> Decimal:
-    equity = total_balance(balances, "KRW")
-    for balance in balances:
-        if balance.currency != "KRW":
-            price = closes.get(f"KRW-{balance.currency}") or balance.avg_buy_price
-            equity += (balance.balance + balance.locked) * price
-    return equity
 
 
 def _loss_limit_halted(ctx: TradeContext, equity: Decimal, day: date, now: datetime) -> bool:
@@ -217,7 +208,7 @@ def trade_market(ctx: TradeContext, market: str, *,
     # and no start of the day's equity either.
     full = len(window) >= strategies.WINDOW
     day = (newest.ts + period).astimezone(UTC).date()
-    halted = full and _loss_limit_halted(ctx, _equity(balances, closes), day, now)
+    halted = full and _loss_limit_halted(ctx, accounting.equity(balances, closes), day, now)
     action, trigger, reason = _apply_rules(ctx, market, params, decision, newest.ts, close,
                                            holding and full, halted)
     plan: OrderPlan | str | None = None
