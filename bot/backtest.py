@@ -12,7 +12,7 @@ Public API (small, like backtesting.py's ``Backtest.run()``):
 * :func:`limit_price` / :func:`limit_prices` - the order price, exact and
   vectorised.
 
-Semantics (DESIGN.md, "Semantics that must agree everywhere"): the decision at
+Semantics (docs/semantics.md): the decision at
 bar i is :func:`bot.strategies.decide` on the ``WINDOW`` closes ending at bar i
 with the engine's own holding state (holding = coin value at close i >=
 ``min_order_krw``). A buy is a limit bid at ``close_i * (1 + aggressiveness)``

@@ -20,7 +20,7 @@ from bot.errors import BotError, DatabaseUnavailable
 from bot.jsonout import dumps, with_money
 from bot.logs import event, setup_logging
 
-log = logging.getLogger("bot.cli")
+log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 

@@ -41,7 +41,7 @@ from bot.models import Candle, timeframe_of
 from bot.storage import Database
 from bot.storage import candles as candle_store
 
-log = logging.getLogger("bot.collector")
+log = logging.getLogger(__name__)
 
 PAGE = 200
 FINAL_GRACE_SECONDS = 1.0

@@ -30,7 +30,7 @@ from bot.storage import Database
 from bot.storage import orders as order_store
 from bot.storage.orders import OrderRow
 
-log = logging.getLogger("bot.orders")
+log = logging.getLogger(__name__)
 
 
 @dataclass

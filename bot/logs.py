@@ -58,7 +58,7 @@ def event(logger: logging.Logger, name: str, message: str = "", *, level: int = 
 
 def _fields_of(record: logging.LogRecord) -> dict[str, Any]:
     fields = dict(getattr(record, "fields", None) or {})
-    # Plain ``extra={...}`` keys (the seed's style) must show too.
+    # Plain ``extra={...}`` keys must show too.
     for key, value in vars(record).items():
         if key not in _STD_ATTRS and not key.startswith("_"):
             fields.setdefault(key, value)

@@ -14,7 +14,7 @@ from typing import Literal
 RoundMode = Literal["up", "down", "nearest"]
 
 # (lower bound of the price band, tick), highest band first. Upbit's KRW market
-# table in force since 2025-07-31 (../shared/UPBIT.md).
+# table in force since 2025-07-31.
 KRW_TICKS: tuple[tuple[Decimal, Decimal], ...] = tuple(
     (Decimal(lo), Decimal(tick)) for lo, tick in (
         ("2000000", "1000"),

@@ -33,7 +33,7 @@ import requests
 from bot.config import NOTIFY_EVENT_NAMES, Settings
 from bot.logs import event, redact, register_secret
 
-log = logging.getLogger("bot.notify")
+log = logging.getLogger(__name__)
 
 TELEGRAM_API = "https://api.telegram.org"
 ATTEMPTS = 3

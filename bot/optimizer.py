@@ -50,7 +50,7 @@ from bot.storage import optimizer_runs as run_store
 from bot.storage import weights as weight_store
 from bot.storage.weights import WeightsRow
 
-log = logging.getLogger("bot.optimizer")
+log = logging.getLogger(__name__)
 
 SETTING = "setting"  # the source of a value that is not an adopted set's
 # A market whose newest judged run is older than this gets a run soon after the

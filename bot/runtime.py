@@ -23,7 +23,7 @@ from bot.errors import TemporaryError
 from bot.logs import event
 from bot.storage import Database
 
-log = logging.getLogger("bot.runtime")
+log = logging.getLogger(__name__)
 
 HEARTBEAT_KEY = "bot:heartbeat:{role}"
 LOCK_PREFIX = "bot:lock:"

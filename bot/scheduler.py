@@ -34,7 +34,7 @@ from bot.config import Settings
 from bot.logs import event, set_role
 from bot.tasks import OPTIMIZE_DUE_EVERY, OPTIMIZE_EXPIRES, PERIOD, SETTINGS, app
 
-log = logging.getLogger("bot.scheduler")
+log = logging.getLogger(__name__)
 
 BEAT_LOCK = "bot:beat:lock"
 BEAT_LOCK_TTL = 30

@@ -1,5 +1,5 @@
 """The six signals, the weighted score and the buy/sell/hold decision: the one
-definition the trader and the backtest share (DESIGN.md, "The decision").
+definition the trader and the backtest share (docs/semantics.md).
 
 Two forms of the same arithmetic live here:
 

@@ -41,7 +41,7 @@ from bot.config import ConfigError, Settings, get_settings
 from bot.errors import BotError, DatabaseUnavailable, TemporaryError
 from bot.logs import event, set_role, setup_logging
 
-log = logging.getLogger("bot.tasks")
+log = logging.getLogger(__name__)
 
 # Celery warns in nine raw lines, before logging is set up, when a worker runs
 # as root; _worker_setup says it in one line (worker.root) instead.

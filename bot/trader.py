@@ -15,7 +15,7 @@ send the order (:func:`bot.lifecycle.send_order`). The decision row is unique
 per market and candle, so a second evaluation of a candle changes nothing; the
 order's identifier derives from the decision, so no retry can place it twice.
 
-Sizing follows DESIGN.md: a bid at close * (1 + AGGRESSIVENESS) rounded up to
+Sizing follows docs/semantics.md: a bid at close * (1 + AGGRESSIVENESS) rounded up to
 the tick for floor8(budget / (price * (1 + FEE_RATE + FEE_BUFFER))) coins; an
 ask for the whole free coin balance at close * (1 - AGGRESSIVENESS) rounded
 down; nothing below MIN_ORDER_KRW. The budget is the free KRW divided among
@@ -43,7 +43,7 @@ from bot.storage import decisions as decision_store
 from bot.storage import equity as equity_store
 from bot.storage import orders as order_store
 
-log = logging.getLogger("bot.trader")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,7 @@ Semantics (tests rely on these; change them only on purpose):
   locks ``price * volume * (1 + fee_rate)`` KRW, an ask locks the volume. An order fills
   at its limit price on the closed candles of minutes that start at or after its
   creation (placed mid-minute: from the next minute on; placed exactly at a minute's
-  close: on the next minute, as DESIGN.md's fill model), when ``low <= price`` (bid) or
+  close: on the next minute, as docs/semantics.md's fill model), when ``low <= price`` (bid) or
   ``high >= price`` (ask), one ``partial_fills``-th of its volume per crossing minute.
   Fills are evaluated lazily, on each request (and by :meth:`FakeUpbit.settle`), over
   the minutes closed since the last evaluation: a candle scripted for a minute already

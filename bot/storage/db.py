@@ -1,7 +1,7 @@
 """Connections: one lazily created psycopg2 pool per process.
 
 Every connection is borrowed inside a ``with`` block and always given back,
-closed if it broke (the seed leaked one connection per run). A lost or refused
+closed if it broke, so none leaks. A lost or refused
 connection surfaces as :class:`bot.errors.DatabaseUnavailable`, which the job
 layer retries; SQL errors stay psycopg2 errors (a bug, not worth a retry).
 """

@@ -20,7 +20,7 @@ import psycopg2
 
 from bot.storage.db import Database
 
-log = logging.getLogger("bot.storage")
+log = logging.getLogger(__name__)
 
 # Any constant works as long as every process uses the same one.
 MIGRATION_LOCK_KEY = 0x5B0_7ADE
