@@ -32,6 +32,7 @@ import requests
 
 from bot.config import NOTIFY_EVENT_NAMES, Settings
 from bot.logs import event, redact, register_secret
+from bot.storage import keys
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,6 @@ MAX_RETRY_AFTER = 10.0  # a longer rate-limit wait is not worth holding the queu
 TIMEOUT = (3.05, 5.0)  # connect, read
 QUEUE_SIZE = 100
 MAX_TEXT = 3500  # Telegram's limit is 4096 characters
-FAILURES_KEY = "bot:failures:{task}:{market}"
 FAILURES_TTL = 86400
 
 
@@ -401,7 +401,7 @@ def note_failure(settings: Settings, client: Any, notify: Callable[..., None], t
     """Count a failed run of ``task`` for ``market`` (Redis, per streak) and send
     ``job.failing`` once the streak reaches NOTIFY_FAILURES_AFTER. Returns the
     streak length (0 when Redis is down); never raises."""
-    key = FAILURES_KEY.format(task=task, market=market or "-")
+    key = keys.failures(task, market)
     try:
         count = int(client.incr(key))
         client.expire(key, FAILURES_TTL)
@@ -418,7 +418,7 @@ def note_failure(settings: Settings, client: Any, notify: Callable[..., None], t
 def note_success(client: Any, task: str, market: str | None) -> None:
     """End ``task``'s failure streak for ``market``; never raises."""
     try:
-        client.delete(FAILURES_KEY.format(task=task, market=market or "-"))
+        client.delete(keys.failures(task, market))
     except Exception as exc:
         event(log, "notify.failed", level=logging.DEBUG, notification="job.failing",
               error=type(exc).__name__, detail=redact(str(exc)))

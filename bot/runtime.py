@@ -21,12 +21,10 @@ from bot import clock
 from bot.config import Settings
 from bot.errors import TemporaryError
 from bot.logs import event
-from bot.storage import Database
+from bot.storage import Database, keys
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_KEY = "bot:heartbeat:{role}"
-LOCK_PREFIX = "bot:lock:"
 LOCK_TTL = 30.0  # seconds; renewed every ttl/3 while the task runs
 HEARTBEAT_EVERY = 10.0
 HEARTBEAT_TTL = 3600
@@ -84,7 +82,7 @@ class Runtime:
         so a killed holder frees it within ``ttl``; its value names this
         worker (``node``), so that the worker's next start can release what
         its previous life held (:meth:`release_own_locks`)."""
-        key = f"{LOCK_PREFIX}{job}:{market}"
+        key = keys.lock(job, market)
         try:
             lock = self.redis.lock(key, timeout=ttl, blocking=wait > 0,
                                    blocking_timeout=wait or None, sleep=0.05,
@@ -114,7 +112,7 @@ class Runtime:
         held when it died; returns how many."""
         released = 0
         prefix = f"{self.node}:".encode()
-        for key in self.redis.scan_iter(match=f"{LOCK_PREFIX}*", count=500):
+        for key in self.redis.scan_iter(match=f"{keys.LOCK_PREFIX}*", count=500):
             value = self.redis.get(key)
             if value is not None and value.startswith(prefix):
                 released += self.redis.delete(key)
@@ -123,7 +121,7 @@ class Runtime:
     def beat(self, role: str) -> None:
         """Record that ``role`` is alive (for ``bot status`` and healthchecks)."""
         try:
-            self.redis.set(HEARTBEAT_KEY.format(role=role), f"{time.time():.3f}",
+            self.redis.set(keys.heartbeat(role), f"{time.time():.3f}",
                            ex=HEARTBEAT_TTL)
         except redis.RedisError as exc:
             event(log, "heartbeat.failed", level=logging.WARNING, role=role, error=str(exc))

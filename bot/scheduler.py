@@ -32,11 +32,11 @@ from celery.schedules import crontab, schedule
 
 from bot.config import Settings
 from bot.logs import event, set_role
+from bot.storage import keys
 from bot.tasks import OPTIMIZE_DUE_EVERY, OPTIMIZE_EXPIRES, PERIOD, SETTINGS, app
 
 log = logging.getLogger(__name__)
 
-BEAT_LOCK = "bot:beat:lock"
 BEAT_LOCK_TTL = 30
 
 
@@ -103,7 +103,7 @@ class BeatLock:
     _RELEASE = ("if redis.call('get', KEYS[1]) == ARGV[1] then"
                 " return redis.call('del', KEYS[1]) else return 0 end")
 
-    def __init__(self, client: redis.Redis, token: str, key: str = BEAT_LOCK,
+    def __init__(self, client: redis.Redis, token: str, key: str = keys.BEAT_LOCK,
                  ttl: int = BEAT_LOCK_TTL):
         self.client, self.token, self.key, self.ttl = client, token, key, ttl
         self.stopped = threading.Event()

@@ -28,9 +28,9 @@ from bot.config import Settings
 from bot.errors import BotError, DatabaseUnavailable, TemporaryError
 from bot.jsonout import dumps
 from bot.models import Balance, coin_of
+from bot.storage import keys
 
 ROLES = ("collector", "trader", "optimizer", "beat")
-HEARTBEAT_PREFIX = "bot:heartbeat:"  # bot.runtime.HEARTBEAT_KEY without its role
 EXIT_OK, EXIT_PROBLEM = 0, 1
 
 
@@ -41,14 +41,14 @@ def read_heartbeats(client: Any) -> dict[str, float]:
     """``{role: unix time}`` from every ``bot:heartbeat:*`` key; a worker that
     serves several queues (``collector+trader``) counts for each role."""
     beats: dict[str, float] = {}
-    for key in client.scan_iter(match=HEARTBEAT_PREFIX + "*", count=100):
+    for key in client.scan_iter(match=keys.HEARTBEAT_PREFIX + "*", count=100):
         name = key.decode() if isinstance(key, bytes) else str(key)
         raw = client.get(name)
         try:
             at = float(raw)
         except (TypeError, ValueError):
             continue
-        for role in name[len(HEARTBEAT_PREFIX):].split("+"):
+        for role in name[len(keys.HEARTBEAT_PREFIX):].split("+"):
             beats[role] = max(beats.get(role, 0.0), at)
     return beats
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 import redis
 
-from bot.scheduler import BEAT_LOCK, BeatLock
+from bot.scheduler import BeatLock
+from bot.storage.keys import BEAT_LOCK
 from tests.e2e_support import RedisServer, Stack, wait_for
 from tests.test_logs import LINE
 
