@@ -23,23 +23,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from bot.models import Balance
+from bot.models import Balance, FillRow
 
 ZERO = Decimal(0)
-
-
-@dataclass(frozen=True)
-class FillRow:
-    """One recorded fill (a row of the ``fills`` table)."""
-
-    order_id: int
-    market: str
-    side: str  # bid | ask
-    price: Decimal
-    volume: Decimal
-    funds: Decimal
-    fee: Decimal
-    traded_at: datetime
 
 
 @dataclass(frozen=True)

@@ -15,18 +15,14 @@ from datetime import timedelta
 from typing import Any
 
 from bot import clock
-from bot.config import ConfigError, Settings, get_settings
-from bot.errors import BotError, DatabaseUnavailable
+from bot.config import Settings, get_settings
+from bot.errors import BotError, ConfigError, DatabaseUnavailable, UsageError
 from bot.jsonout import dumps, with_money
 from bot.logs import event, setup_logging
 
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """Bad command-line usage: exit code 2."""
 
 
 def _markets(settings: Settings, market: str | None, *,
@@ -51,14 +47,9 @@ def _print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
-def _database(settings: Settings):
-    from bot.storage import Database
-    return Database(settings.database_url)
-
-
-def _upbit(settings: Settings):
-    from bot.upbit import UpbitClient
-    return UpbitClient.from_settings(settings)
+def _resources(settings: Settings):
+    from bot.resources import Resources
+    return Resources(settings)
 
 
 # --- commands -----------------------------------------------------------------
@@ -66,7 +57,7 @@ def _upbit(settings: Settings):
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     from bot.storage.migrate import migrate
-    result = migrate(_database(settings))
+    result = migrate(_resources(settings).db)
     data = {"applied": list(result.applied), "version": result.current,
             "timescale": result.timescale}
     if args.json:
@@ -80,7 +71,8 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_collect(settings: Settings, args: argparse.Namespace) -> int:
     from bot.collector import collect
-    results = collect(_database(settings), _upbit(settings),
+    res = _resources(settings)
+    results = collect(res.db, res.upbit,
                       _markets(settings, args.market, configured=True),
                       unit=settings.unit, max_candles=settings.backfill_max_candles)
     if args.json:
@@ -103,7 +95,8 @@ def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
     from bot.errors import UnknownMarket
     if not args.days > 0:
         raise UsageError("--days must be a positive number")
-    db, client = _database(settings), _upbit(settings)
+    res = _resources(settings)
+    db, client = res.db, res.upbit
     out = []
     for market in _markets(settings, args.market):
         progress = None if args.quiet else Progress(f"backfill {market}")
@@ -121,17 +114,9 @@ def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _trade_context(settings: Settings):
-    from bot.exchange import make_exchange
-    from bot.lifecycle import TradeContext
-    from bot.notify import notifier
-    db = _database(settings)
-    return TradeContext(settings, db, make_exchange(settings, db), notify=notifier(settings))
-
-
 def cmd_trade(settings: Settings, args: argparse.Namespace) -> int:
     from bot.trader import trade_market
-    ctx = _trade_context(settings)
+    ctx = _resources(settings).trade_context()
     out = []
     for market in _markets(settings, args.market, configured=True):
         o = trade_market(ctx, market)
@@ -156,7 +141,7 @@ def cmd_trade(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     from bot.lifecycle import reconcile
-    results = reconcile(_trade_context(settings),
+    results = reconcile(_resources(settings).trade_context(),
                         _markets(settings, args.market, configured=True))
     if args.json:
         _print_json({"markets": [r.__dict__ for r in results]})
@@ -174,7 +159,7 @@ def _series(settings: Settings, args: argparse.Namespace) -> list[tuple[str | No
         except (OSError, ValueError) as exc:
             raise UsageError(str(exc)) from None
     from bot.storage import candles as candle_store
-    db = _database(settings)
+    db = _resources(settings).db
     days = settings.optimize_lookback_days if args.days is None else args.days
     if not days > 0:
         raise UsageError("--days must be a positive number")
@@ -191,7 +176,7 @@ def _one_or_many(items: list[dict[str, Any]]) -> dict[str, Any]:
 def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
     from bot.backtest import BacktestParams, run_backtest
     from bot.config import parse_weights
-    from bot.optimizer import current_weights
+    from bot.params import current_weights
     from bot.strategies import normalise_weights
     try:
         weights = parse_weights(args.weights) if args.weights else None
@@ -213,7 +198,7 @@ def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
         use = weights
         version = None
         if use is None and market is not None:
-            use, version = current_weights(settings, _database(settings), market)
+            use, version = current_weights(settings, _resources(settings).db, market)
         if len(candles) == 0:
             raise UsageError(f"no candles stored for {market}: run `bot backfill` first")
         result = run_backtest(candles, use, params)
@@ -251,7 +236,7 @@ def cmd_optimize(settings: Settings, args: argparse.Namespace) -> int:
         outcome = search(settings, candles, candidates=args.candidates, seed=args.seed or 0)
         out.append(_optimize_json(None, outcome, None, None))
     else:
-        db = _database(settings)
+        db = _resources(settings).db
         for market in _markets(settings, args.market):
             run = optimize_market(settings, db, market, days=args.days,
                                   candidates=args.candidates, seed=args.seed,

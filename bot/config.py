@@ -21,63 +21,14 @@ from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from bot.models import timeframe_of
+from bot.errors import ConfigError, EnvFileError, MissingSettings
+from bot.logs import SECRET_NAMES, redact_url
+from bot.models import CANDLE_UNITS, NOTIFY_EVENT_NAMES, SIGNAL_NAMES, TUNABLE, timeframe_of
 from bot.money import AGGRESSIVENESS_DECIMALS
 
-CANDLE_UNITS = (1, 3, 5, 10, 15, 30, 60, 240)
-SIGNAL_NAMES = ("trend", "momentum", "swing", "scalping", "day", "price_action")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-SECRET_NAMES = frozenset({"UPBIT_ACCESS_KEY", "UPBIT_SECRET_KEY", "TELEGRAM_BOT_TOKEN",
-                          "NOTIFY_WEBHOOK_URL"})
-# What ``NOTIFY_EVENTS`` may name (bot.notify formats each one).
-NOTIFY_EVENT_NAMES = ("order.filled", "order.cancelled", "weights.adopted",
-                      "weights.stood_aside", "job.failing", "risk.loss_limit", "daily.summary")
-# What OPTIMIZE_TUNE may name: the parameter groups the optimizer can tune.
-TUNABLE = ("weights", "threshold", "cooldown", "exits")
 _MARKET_RE = re.compile(r"^KRW-[A-Z0-9]{1,15}$")
 _CRON_FIELD_RE = re.compile(r"^[0-9*/,\-]+$")
-
-
-class ConfigError(ValueError):
-    """A setting has a value the daemon cannot run with."""
-
-    def __init__(self, name: str, value: str, allowed: str):
-        self.name = name
-        self.value = value
-        self.allowed = allowed
-        if name in SECRET_NAMES:
-            shown = "<redacted>"
-        elif _looks_like_url_secret(name):
-            shown = redact_url(value)
-        else:
-            shown = value
-        super().__init__(f"invalid setting {name}={shown!r}: {allowed}")
-
-
-class MissingSettings(ConfigError):
-    """Settings that must be given together (every one is named at once)."""
-
-    def __init__(self, names: list[str], why: str):
-        ValueError.__init__(self, f"missing setting{'s' if len(names) > 1 else ''} "
-                                  f"{' and '.join(names)}: {why}")
-        self.name, self.value, self.allowed = names[0], "", why
-
-
-class EnvFileError(ConfigError):
-    """A line of the ``.env`` file that is not ``KEY=VALUE``."""
-
-    def __init__(self, path: str, line: int, text: str):
-        key = text.split()[0] if text.split() else text
-        shown = "<redacted>" if key in SECRET_NAMES else text
-        ValueError.__init__(self, f"{path}: line {line}: {shown!r} is not KEY=VALUE "
-                                  "(write it as KEY=VALUE, or start the line with # to "
-                                  "comment it out)")
-        self.name, self.value, self.allowed = key, "", "KEY=VALUE"
-
-
-def _looks_like_url_secret(name: str) -> bool:
-    # DSNs and webhook URLs may carry passwords or tokens; never echo them.
-    return name.endswith("_URL") and name not in {"UPBIT_API_BASE"}
 
 
 # --- parsers: each takes the raw string and returns the typed value or raises
@@ -545,11 +496,6 @@ class Settings:
             "upbit_api_base": self.upbit_api_base,
             "notifications": ",".join(self.notifications) or "off",
         }
-
-
-def redact_url(url: str) -> str:
-    """``scheme://user:password@host`` -> ``scheme://user:***@host``."""
-    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
 def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:

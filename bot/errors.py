@@ -8,6 +8,8 @@ No exception here may carry a secret: messages are built from Upbit's error
 
 from __future__ import annotations
 
+from bot.logs import SECRET_NAMES, looks_like_url_secret, redact_url
+
 
 class BotError(Exception):
     """Base of every error the daemon raises on purpose."""
@@ -104,3 +106,62 @@ class MalformedResponse(ExchangeTemporaryError):
 class OrderSubmitUnknown(ExchangeTemporaryError):
     """An order POST got no answer (timeout, connection reset): it may or may not
     have landed. Never resend blindly; look the identifier up."""
+
+
+# --- settings and command lines -------------------------------------------------
+
+
+class ConfigError(ValueError):
+    """A setting has a value the daemon cannot run with."""
+
+    def __init__(self, name: str, value: str, allowed: str):
+        self.name = name
+        self.value = value
+        self.allowed = allowed
+        if name in SECRET_NAMES:
+            shown = "<redacted>"
+        elif looks_like_url_secret(name):
+            shown = redact_url(value)
+        else:
+            shown = value
+        super().__init__(f"invalid setting {name}={shown!r}: {allowed}")
+
+
+class MissingSettings(ConfigError):
+    """Settings that must be given together (every one is named at once)."""
+
+    def __init__(self, names: list[str], why: str):
+        ValueError.__init__(self, f"missing setting{'s' if len(names) > 1 else ''} "
+                                  f"{' and '.join(names)}: {why}")
+        self.name, self.value, self.allowed = names[0], "", why
+
+
+class EnvFileError(ConfigError):
+    """A line of the ``.env`` file that is not ``KEY=VALUE``."""
+
+    def __init__(self, path: str, line: int, text: str):
+        key = text.split()[0] if text.split() else text
+        shown = "<redacted>" if key in SECRET_NAMES else text
+        ValueError.__init__(self, f"{path}: line {line}: {shown!r} is not KEY=VALUE "
+                                  "(write it as KEY=VALUE, or start the line with # to "
+                                  "comment it out)")
+        self.name, self.value, self.allowed = key, "", "KEY=VALUE"
+
+
+class UsageError(Exception):
+    """A command-line argument the command cannot run with (exit 2)."""
+
+
+class PlotUnavailable(ImportError):
+    """``--plot`` without matplotlib installed."""
+
+
+# --- worker coordination --------------------------------------------------------
+
+
+class LockBusy(Exception):
+    """Another run of the same job for the same market holds the lock."""
+
+
+class RedisUnavailable(TemporaryError):
+    """Redis refused or dropped the connection."""

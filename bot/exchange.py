@@ -13,6 +13,7 @@ from bot.models import Balance, Order
 if TYPE_CHECKING:
     from bot.config import Settings
     from bot.storage import Database
+    from bot.upbit import UpbitClient
 
 
 class Exchange(Protocol):
@@ -36,12 +37,23 @@ class Exchange(Protocol):
         ...
 
 
-def make_exchange(settings: Settings, db: Database) -> Exchange:
-    """The live Upbit client when TRADING_MODE=live, else the paper exchange."""
+def make_exchange(settings: Settings, db: Database, *, upbit: UpbitClient | None = None,
+                  view: bool = False) -> Exchange:
+    """The one choice of exchange: the live Upbit client when TRADING_MODE=live
+    (``upbit`` when given, so that one process shares one client and its rate
+    limiter), else the paper exchange.
+
+    ``view`` is for looking only (``bot status``, the daily summary from the
+    CLI): a live client that gives up within seconds, or the paper account as
+    stored, which never settles an order."""
     if settings.live:
+        if upbit is not None:
+            return upbit
         from bot.upbit import UpbitClient
-        return UpbitClient.from_settings(settings)
-    from bot.paper import PaperExchange
+        return UpbitClient.from_settings(settings, quick=view)
+    from bot.paper import PaperAccountView, PaperExchange
+    if view:
+        return PaperAccountView(db, settings.paper_start_krw)
     return PaperExchange.from_settings(settings, db)
 
 

@@ -21,7 +21,7 @@ from bot.storage import positions
 
 if TYPE_CHECKING:  # types only: bot status imports this without the optimizer's numpy
     from bot.config import Settings
-    from bot.optimizer import InForce
+    from bot.params import InForce
     from bot.storage import Database
 
 

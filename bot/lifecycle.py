@@ -15,7 +15,7 @@ order's error does not stop the others.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -106,30 +106,30 @@ def send_order(ctx: TradeContext, row: OrderRow) -> str:
 def _take(ctx: TradeContext, row: OrderRow, order: Order, how: str) -> str:
     order_store.record_exchange_state(ctx.db, row.id, order, sent_at=ctx.now())
     event(log, f"order.{how}", **_order_fields(row), uuid=order.uuid, state=order.state)
-    if order.trades:
+    if order.fills:
         _record_fills(ctx, order_store.by_id(ctx.db, row.id), order)
     return order.state
 
 
 def _record_fills(ctx: TradeContext, row: OrderRow, order: Order) -> int:
-    """Record each trade of ``order`` once; the fee is the order's ``paid_fee``
-    shared by funds (Upbit's trades carry no fee of their own)."""
-    total_funds = sum((t.funds for t in order.trades), Decimal(0))
+    """Record each fill of ``order`` once; the fee is the order's ``paid_fee``
+    shared by funds (Upbit's fills (its ``trades``) carry no fee of their own)."""
+    total_funds = sum((t.funds for t in order.fills), Decimal(0))
     new = 0
-    for trade in order.trades:
-        if len(order.trades) == 1:
+    for fill in order.fills:
+        if len(order.fills) == 1:
             fee = order.paid_fee  # exact: no share of a share to round
         elif total_funds > 0:
-            fee = order.paid_fee * trade.funds / total_funds
+            fee = order.paid_fee * fill.funds / total_funds
         else:
-            fee = trade.funds * ctx.settings.fee_rate
-        if order_store.insert_fill(ctx.db, row, trade, fee):
+            fee = fill.funds * ctx.settings.fee_rate
+        if order_store.insert_fill(ctx.db, row, fill, fee):
             new += 1
-            event(log, "order.filled", market=row.market, side=row.side, price=trade.price,
-                  volume=trade.volume, funds=trade.funds, fee=fee.quantize(Decimal("0.0001")),
-                  identifier=row.identifier, trade=trade.uuid)
-            ctx.notify("order.filled", market=row.market, side=row.side, price=trade.price,
-                       volume=trade.volume, funds=trade.funds, fee=fee)
+            event(log, "order.filled", market=row.market, side=row.side, price=fill.price,
+                  volume=fill.volume, funds=fill.funds, fee=fee.quantize(Decimal("0.0001")),
+                  identifier=row.identifier, trade=fill.uuid)
+            ctx.notify("order.filled", market=row.market, side=row.side, price=fill.price,
+                       volume=fill.volume, funds=fill.funds, fee=fee)
     return new
 
 
@@ -200,13 +200,26 @@ def reconcile_market(ctx: TradeContext, market: str | None, *,
     return result
 
 
-def reconcile(ctx: TradeContext, markets: tuple[str, ...] | None = None) -> list[ReconcileResult]:
-    """A reconcile pass over the configured markets."""
+def reconcile(ctx: TradeContext, markets: Sequence[str] | None = None, *,
+              each: Callable[[str, Callable[[], ReconcileResult]],
+                             ReconcileResult | None] | None = None) -> list[ReconcileResult]:
+    """A reconcile pass over ``markets`` (default: the configured ones), one
+    ``reconcile`` line per market (DEBUG when nothing changed: the pass comes
+    every minute). ``each(market, job)`` runs one market's pass (the worker
+    holds the market's order lock there) and may skip it by returning None."""
     results = []
     for market in markets or ctx.settings.markets:
-        result = reconcile_market(ctx, market)
+        def job(market: str = market) -> ReconcileResult:
+            return reconcile_market(ctx, market)
+
+        result = job() if each is None else each(market, job)
+        if result is None:
+            continue
         results.append(result)
-        event(log, "reconcile", market=market, checked=result.checked, fills=result.fills,
+        changed = (result.fills or result.cancelled or result.adopted or result.sent
+                   or result.errors)
+        event(log, "reconcile", level=logging.INFO if changed else logging.DEBUG,
+              market=market, checked=result.checked, fills=result.fills,
               cancelled=result.cancelled, adopted=result.adopted, sent=result.sent,
               errors=result.errors)
     return results

@@ -33,6 +33,21 @@ _TOKEN_RE = re.compile(r"(Bearer\s+)[A-Za-z0-9\-_.=]+"
 _URL_PASSWORD_RE = re.compile(r"(://[^:/@\s]*):[^@/\s]*@")
 
 
+# The settings whose values are secrets: never shown in a message or a log.
+SECRET_NAMES = frozenset({"UPBIT_ACCESS_KEY", "UPBIT_SECRET_KEY", "TELEGRAM_BOT_TOKEN",
+                          "NOTIFY_WEBHOOK_URL"})
+
+
+def redact_url(url: str) -> str:
+    """``scheme://user:password@host`` -> ``scheme://user:***@host``."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+def looks_like_url_secret(name: str) -> bool:
+    """DSNs and webhook URLs may carry passwords or tokens; never echo them."""
+    return name.endswith("_URL") and name not in {"UPBIT_API_BASE"}
+
+
 def register_secret(*values: str) -> None:
     """Make these strings appear as ``***`` in every log line from now on."""
     with _secret_lock:

@@ -17,6 +17,20 @@ if TYPE_CHECKING:  # annotations only: importing the types costs no numpy
 
 Side = Literal["bid", "ask"]
 
+# The domain's fixed vocabularies (the settings are checked against them).
+CANDLE_UNITS = (1, 3, 5, 10, 15, 30, 60, 240)  # the minute candles Upbit serves
+SIGNAL_NAMES = ("trend", "momentum", "swing", "scalping", "day", "price_action")
+# What NOTIFY_EVENTS may name (each has a message in the notifications).
+NOTIFY_EVENT_NAMES = ("order.filled", "order.cancelled", "weights.adopted",
+                      "weights.stood_aside", "job.failing", "risk.loss_limit", "daily.summary")
+# What OPTIMIZE_TUNE may name: the parameter groups the optimizer can tune.
+TUNABLE = ("weights", "threshold", "cooldown", "exits")
+# The values of a parameter set, and the OPTIMIZE_TUNE group that tunes each.
+PARAMETERS = ("weights", "threshold", "cooldown_candles", "stop_loss_pct", "trailing_stop_pct",
+              "take_profit_pct")
+GROUP_OF = {"weights": "weights", "threshold": "threshold", "cooldown_candles": "cooldown",
+            "stop_loss_pct": "exits", "trailing_stop_pct": "exits", "take_profit_pct": "exits"}
+
 
 def timeframe_of(unit: int) -> str:
     """The ``candles.timeframe`` of UNIT-minute candles: ``1`` -> ``1m``."""
@@ -58,7 +72,7 @@ class Balance:
 
 
 @dataclass(frozen=True, slots=True)
-class Trade:
+class Fill:
     """One fill of an order, as the exchange reports it."""
 
     uuid: str
@@ -68,6 +82,20 @@ class Trade:
     volume: Decimal
     funds: Decimal
     created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class FillRow:
+    """One fill as this daemon recorded it (a row of the ``fills`` table)."""
+
+    order_id: int
+    market: str
+    side: str  # bid | ask
+    price: Decimal
+    volume: Decimal
+    funds: Decimal
+    fee: Decimal
+    traded_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +114,7 @@ class Order:
     paid_fee: Decimal
     created_at: datetime
     identifier: str | None = None
-    trades: tuple[Trade, ...] = ()
+    fills: tuple[Fill, ...] = ()
 
     @property
     def is_open(self) -> bool:

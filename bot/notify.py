@@ -30,8 +30,9 @@ from typing import Any
 
 import requests
 
-from bot.config import NOTIFY_EVENT_NAMES, Settings
+from bot.config import Settings
 from bot.logs import event, redact, register_secret
+from bot.models import NOTIFY_EVENT_NAMES
 from bot.storage import keys
 
 log = logging.getLogger(__name__)

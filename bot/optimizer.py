@@ -11,13 +11,9 @@ run is recorded in ``optimizer_runs`` with its verdict; an adopted set
 becomes a new ``strategy_weights`` version, which the trader's next decision
 uses and names. No Celery here.
 
-What the trader trades with is :func:`params_in_force`: for each group in
-OPTIMIZE_TUNE the newest adopted set's value, else the setting; the groups
-not in OPTIMIZE_TUNE always come from the settings, so a user keeps a setting
-their own by leaving its group out. Until the first adoption every value is
-the setting's (``InForce.version`` None: not validated, which the live gate
-reads). A market stands aside (no new buys) while its latest run's verdict is
-``stand_aside``; the state is in the database, so it survives restarts.
+What the trader trades with is :func:`bot.params.params_in_force`: the
+adopted set's values for the groups in OPTIMIZE_TUNE, the settings for the
+rest, and no new buys while the latest verdict is ``stand_aside``.
 """
 
 from __future__ import annotations
@@ -26,7 +22,6 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 from bot import clock, strategies
@@ -34,9 +29,9 @@ from bot.backtest import BacktestParams
 from bot.config import Settings
 from bot.logs import event
 from bot.models import CandleArrays
+from bot.params import InForce, combine, params_in_force
 from bot.search import (
     ADOPT,
-    GROUP_OF,
     MIN_BARS,
     STAND_ASIDE,
     OptimizeOutcome,
@@ -48,11 +43,9 @@ from bot.storage import Database
 from bot.storage import candles as candle_store
 from bot.storage import optimizer_runs as run_store
 from bot.storage import weights as weight_store
-from bot.storage.weights import WeightsRow
 
 log = logging.getLogger(__name__)
 
-SETTING = "setting"  # the source of a value that is not an adopted set's
 # A market whose newest judged run is older than this gets a run soon after the
 # workers start (see due_markets), not only at OPTIMIZE_SCHEDULE.
 RUN_AT_LEAST_EVERY = timedelta(days=1)
@@ -81,108 +74,18 @@ class OptimizeRun:
         return self.outcome.reason
 
 
-@dataclass(frozen=True)
-class InForce:
-    """The parameters the trader uses now for a market, and where each came
-    from. ``version`` is the adopted parameter set's (None: the settings);
-    ``sources`` maps each parameter name to ``"setting"`` or ``"optimizer vN"``;
-    ``verdict`` is the optimizer's latest verdict for the market (``adopt``,
-    ``keep``, ``stand_aside``; None before its first run)."""
-
-    weights: dict[str, float]
-    threshold: Decimal
-    cooldown_candles: int
-    stop_loss_pct: Decimal
-    trailing_stop_pct: Decimal
-    take_profit_pct: Decimal
-    version: int | None
-    sources: dict[str, str]
-    verdict: str | None
-
-    @property
-    def standing_aside(self) -> bool:
-        return self.verdict == "stand_aside"
-
-    def param_set(self) -> ParamSet:
-        """The same values as the optimizer's numbers."""
-        return ParamSet(dict(self.weights), float(self.threshold), self.cooldown_candles,
-                        float(self.stop_loss_pct), float(self.trailing_stop_pct),
-                        float(self.take_profit_pct))
-
-
-PARAMETERS = ("weights", "threshold", "cooldown_candles", "stop_loss_pct", "trailing_stop_pct",
-              "take_profit_pct")
-
-
 def settings_set(settings: Settings) -> ParamSet:
     """The set the settings define: WEIGHTS (empty: equal), THRESHOLD, ..."""
     return ParamSet.of(BacktestParams.from_settings(settings), dict(settings.weights))
 
 
-def combine(base: ParamSet, adopted: ParamSet | None, tuned: Iterable[str],
-            tune: Iterable[str], label: str) -> tuple[ParamSet, dict[str, str]]:
-    """The set in force and each value's source: a value comes from
-    ``adopted`` (source ``label``) when its group is both in ``tune``
-    (OPTIMIZE_TUNE now) and in ``tuned`` (what the adopted set set), else
-    from ``base`` (the settings, source ``"setting"``)."""
-    use = set(tuned) & set(tune) if adopted is not None else set()
-    values, sources = {}, {}
-    for name in PARAMETERS:
-        mine = GROUP_OF[name] in use
-        values[name] = getattr(adopted if mine else base, name)
-        sources[name] = label if mine else SETTING
+def combine_sets(base: ParamSet, adopted: ParamSet | None, tuned: Iterable[str],
+                 tune: Iterable[str], label: str) -> tuple[ParamSet, dict[str, str]]:
+    """:func:`bot.params.combine` over parameter sets: the set in force and
+    each value's source."""
+    values, sources = combine(base.to_dict(), None if adopted is None else adopted.to_dict(),
+                              tuned, tune, label)
     return ParamSet(**values), sources
-
-
-def _adopted_set(row: WeightsRow, base: ParamSet) -> ParamSet:
-    stored = row.params or {}
-    values = {name: stored.get(name, getattr(base, name)) for name in PARAMETERS[1:]}
-    return ParamSet(strategies.normalise_weights(row.weights), float(values["threshold"]),
-                    int(values["cooldown_candles"]), float(values["stop_loss_pct"]),
-                    float(values["trailing_stop_pct"]), float(values["take_profit_pct"]))
-
-
-def _dec(value: float) -> Decimal:
-    """A grid value as the Decimal a user would write (5, not 5.0)."""
-    number = float(value)
-    return Decimal(int(number)) if number.is_integer() else Decimal(repr(number))
-
-
-def in_force_of(settings: Settings, row: WeightsRow | None, verdict: str | None) -> InForce:
-    """:class:`InForce` from the newest adopted version (or None) and the
-    latest verdict (pure: :func:`params_in_force` reads them)."""
-    base = settings_set(settings)
-    adopted = None if row is None else _adopted_set(row, base)
-    label = "" if row is None else f"{row.source} v{row.version}"
-    chosen, sources = combine(base, adopted, () if row is None else row.tuned,
-                              settings.optimize_tune, label)
-    from_set = row is not None and any(s != SETTING for s in sources.values())
-
-    def value(name: str, setting: Decimal) -> Decimal:
-        # A setting stays the exact Decimal it was written as.
-        return setting if sources[name] == SETTING else _dec(getattr(chosen, name))
-
-    return InForce(chosen.weights, value("threshold", settings.threshold),
-                   chosen.cooldown_candles, value("stop_loss_pct", settings.stop_loss_pct),
-                   value("trailing_stop_pct", settings.trailing_stop_pct),
-                   value("take_profit_pct", settings.take_profit_pct),
-                   row.version if from_set and row is not None else None, sources, verdict)
-
-
-def params_in_force(settings: Settings, db: Database, market: str) -> InForce:
-    """What the trader trades ``market`` with (see :class:`InForce` and the
-    module docstring)."""
-    run = run_store.latest(db, market)
-    return in_force_of(settings, weight_store.current(db, market),
-                       None if run is None else run.verdict)
-
-
-def current_weights(settings: Settings, db: Database, market: str) -> tuple[dict[str, float],
-                                                                          int | None]:
-    """The weights in force for ``market`` and the version of the set in
-    force (:func:`params_in_force`)."""
-    p = params_in_force(settings, db, market)
-    return p.weights, p.version
 
 
 def daily_seed(market: str, now: datetime) -> int:
@@ -249,7 +152,7 @@ def optimize_market(settings: Settings, db: Database, market: str, *, days: floa
     candles = candle_store.load_arrays(db, market, settings.timeframe, since=since,
                                        until=clock.floor_to_unit(moment, settings.unit))
     in_force = params_in_force(settings, db, market)
-    outcome = search(settings, candles, in_force.param_set(),
+    outcome = search(settings, candles, ParamSet.from_dict(in_force.values()),
                      standing_aside=in_force.standing_aside, candidates=candidates,
                      seed=daily_seed(market, moment) if seed is None else seed)
     run_id = new_version = None

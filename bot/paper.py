@@ -29,7 +29,7 @@ from decimal import Decimal
 
 from bot import clock
 from bot.errors import InsufficientFunds, InvalidOrder, OrderNotFound
-from bot.models import Balance, Order, Trade, coin_of, timeframe_of
+from bot.models import Balance, Fill, Order, coin_of, timeframe_of
 from bot.money import VOLUME_QUANTUM, is_on_tick
 from bot.rules import fill_price
 from bot.storage import Database
@@ -100,7 +100,7 @@ class PaperExchange:
             self._settle_one(found.uuid)
             found = self._find(found.uuid, None)
         with self.db.cursor() as cur:
-            return store.to_order(found, store.trades_of(cur, found.uuid))
+            return store.to_order(found, store.fills_of(cur, found.uuid))
 
     def open_orders(self, market: str | None = None) -> list[Order]:
         self.settle(market)
@@ -119,7 +119,7 @@ class PaperExchange:
             self._release(cur, row)
             store.finish_order(cur, row.uuid, state="cancel",
                                executed_volume=row.executed_volume, paid_fee=row.paid_fee)
-            return store.to_order(replace(row, state="cancel"), store.trades_of(cur, row.uuid))
+            return store.to_order(replace(row, state="cancel"), store.fills_of(cur, row.uuid))
 
     # --- matching -----------------------------------------------------------
 
@@ -167,9 +167,9 @@ class PaperExchange:
             store.save_balance(cur, replace(held, locked=held.locked - row.volume,
                                             avg_buy_price=held.avg_buy_price if left else 0))
             store.save_balance(cur, replace(krw, balance=krw.balance + funds - fee))
-        trade = Trade(uuid=f"{row.uuid}-1", market=row.market, side=row.side, price=price,
+        trade = Fill(uuid=f"{row.uuid}-1", market=row.market, side=row.side, price=price,
                       volume=row.volume, funds=funds, created_at=traded_at)
-        store.insert_trade(cur, row.uuid, trade, fee)
+        store.insert_paper_fill(cur, row.uuid, trade, fee)
         store.finish_order(cur, row.uuid, state="done", executed_volume=row.volume, paid_fee=fee)
 
     def _release(self, cur, row: store.PaperOrderRow) -> None:
@@ -201,3 +201,20 @@ class PaperExchange:
             raise OrderNotFound(f"no paper order {uuid or identifier}", name="order_not_found",
                                 status=404, method="GET", path="/paper/order")
         return row
+
+
+class PaperAccountView:
+    """The paper exchange's account as stored, read-only: unlike
+    :meth:`PaperExchange.balances` it matches no open order, so
+    looking at the status never changes what the trader will find."""
+
+    def __init__(self, db: Database, start_krw: Decimal):
+        self.db = db
+        self.start_krw = start_krw
+
+    def balances(self) -> list[Balance]:
+        with self.db.cursor() as cur:
+            rows = store.balances(cur)
+        if not any(b.currency == "KRW" for b in rows):  # the account was never opened
+            rows.insert(0, Balance("KRW", self.start_krw))
+        return rows

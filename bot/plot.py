@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bot.backtest import BacktestResult, CandleSeries, bars_per_year
+from bot.errors import PlotUnavailable
 from bot.strategies import FIRST_DECISION, WINDOW
 
 if TYPE_CHECKING:  # pragma: no cover - types only
@@ -37,10 +38,6 @@ SUFFIXES = (".png", ".svg", ".pdf")
 MAX_MARKERS = 300
 _BUY, _SELL, _STRATEGY, _HOLD = "tab:green", "tab:red", "tab:blue", "0.55"
 _WARMUP = "0.92"
-
-
-class PlotUnavailable(ImportError):
-    """matplotlib is not installed; the message says how to install it."""
 
 
 # --- file names and install hint (no matplotlib needed) -------------------------------

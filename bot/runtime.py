@@ -1,7 +1,7 @@
-"""Per-process resources shared by the jobs: the database pool, the Upbit
-client, the exchange, Redis (locks and heartbeats). Built lazily, once per
-process (and again after a fork), so that importing never connects anywhere.
-No Celery here."""
+"""A worker process's resources (:class:`bot.resources.Resources`) plus
+Redis: the per-market locks and the heartbeats. Built lazily, once per process
+(and again after a fork), so that importing never connects anywhere. No
+Celery here."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ import redis
 
 from bot import clock
 from bot.config import Settings
-from bot.errors import TemporaryError
+from bot.errors import LockBusy, RedisUnavailable
 from bot.logs import event
-from bot.storage import Database, keys
+from bot.resources import Resources
+from bot.storage import keys
 
 log = logging.getLogger(__name__)
 
@@ -30,45 +31,19 @@ HEARTBEAT_EVERY = 10.0
 HEARTBEAT_TTL = 3600
 
 
-class LockBusy(Exception):
-    """Another run of the same job for the same market holds the lock."""
+class Runtime(Resources):
+    """A worker process's :class:`~bot.resources.Resources`, with Redis for
+    the per-market locks and the heartbeats."""
 
-
-class RedisUnavailable(TemporaryError):
-    """Redis refused or dropped the connection."""
-
-
-class Runtime:
     def __init__(self, settings: Settings):
-        self.settings = settings
+        super().__init__(settings)
         self.pid = os.getpid()
         clock.configure(float(settings.bot_clock_speedup), float(settings.bot_clock_epoch))
-
-    @cached_property
-    def db(self) -> Database:
-        return Database(self.settings.database_url)
-
-    @cached_property
-    def upbit(self):
-        from bot.upbit import UpbitClient
-        return UpbitClient.from_settings(self.settings)
-
-    @cached_property
-    def exchange(self):
-        from bot.exchange import make_exchange
-        if self.settings.live:
-            return self.upbit
-        return make_exchange(self.settings, self.db)
 
     @cached_property
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.settings.celery_backend_url, socket_timeout=5,
                                     socket_connect_timeout=5, health_check_interval=30)
-
-    def trade_context(self):
-        from bot.lifecycle import TradeContext
-        from bot.notify import notifier
-        return TradeContext(self.settings, self.db, self.exchange, notify=notifier(self.settings))
 
     node = f"{socket.gethostname()}-{os.getpid()}"
 

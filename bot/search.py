@@ -117,8 +117,7 @@ from bot.backtest import (
     run_backtest,
 )
 from bot.batch import evaluate_batch
-from bot.config import SIGNAL_NAMES, TUNABLE
-from bot.models import CandleArrays
+from bot.models import GROUP_OF, SIGNAL_NAMES, TUNABLE, CandleArrays
 
 FULL_CREDIT_TRIPS = 20  # round trips at which a Sharpe ratio counts in full
 MIN_BARS = st.WINDOW + 300  # candles each part needs to be judged at all
@@ -151,8 +150,6 @@ GRIDS: dict[str, tuple[float, ...]] = {
     "threshold": THRESHOLDS, "cooldown_candles": tuple(float(c) for c in COOLDOWNS),
     "stop_loss_pct": STOP_LOSSES, "trailing_stop_pct": TRAILING_STOPS,
     "take_profit_pct": TAKE_PROFITS}
-GROUP_OF = {"weights": "weights", "threshold": "threshold", "cooldown_candles": "cooldown",
-            "stop_loss_pct": "exits", "trailing_stop_pct": "exits", "take_profit_pct": "exits"}
 _BATCH_KEYWORDS = {"threshold": "thresholds", "cooldown_candles": "cooldowns",
                    "stop_loss_pct": "stop_losses", "trailing_stop_pct": "trailing_stops",
                    "take_profit_pct": "take_profits"}

@@ -27,7 +27,7 @@ from bot import accounting, clock
 from bot.config import Settings
 from bot.errors import BotError, DatabaseUnavailable, TemporaryError
 from bot.jsonout import dumps
-from bot.models import Balance, coin_of
+from bot.models import Balance, FillRow, coin_of
 from bot.storage import keys
 
 ROLES = ("collector", "trader", "optimizer", "beat")
@@ -92,35 +92,6 @@ def health(settings: Settings, role: str, out: TextIO, *, client: Any = None,
 # --- gathering ------------------------------------------------------------------
 
 
-class PaperAccount:
-    """The paper exchange's account as stored, read-only: unlike
-    :meth:`bot.paper.PaperExchange.balances` it matches no open order, so
-    looking at the status never changes what the trader will find."""
-
-    def __init__(self, db: Any, start_krw: Decimal):
-        self.db = db
-        self.start_krw = start_krw
-
-    def balances(self) -> list[Balance]:
-        from bot.storage import paper as paper_store
-        with self.db.cursor() as cur:
-            rows = paper_store.balances(cur)
-        if not any(b.currency == "KRW" for b in rows):  # the account was never opened
-            rows.insert(0, Balance("KRW", self.start_krw))
-        return rows
-
-
-def status_exchange(settings: Settings, db: Any) -> Any:
-    """Where balances come from: the stored paper account, or an Upbit client
-    that gives up quickly (a status screen must not hang on Upbit)."""
-    if settings.live:
-        from bot.upbit import UpbitClient
-        return UpbitClient(settings.upbit_api_base, settings.upbit_access_key,
-                           settings.upbit_secret_key, timeout=5.0, max_retries=1,
-                           backoff_base=0.2, backoff_cap=1.0)
-    return PaperAccount(db, settings.paper_start_krw)
-
-
 def collect(settings: Settings, db: Any, exchange: Any, heartbeats: Mapping[str, float] | None,
             *, heartbeat_error: str | None = None, markets: Sequence[str] | None = None,
             now: datetime | None = None, wall: float | None = None) -> dict[str, Any]:
@@ -163,7 +134,7 @@ def _balances(exchange: Any) -> tuple[list[Balance] | None, str | None]:
 def _gather_storage(status: dict[str, Any], settings: Settings, db: Any, markets: Sequence[str],
                     balances: list[Balance] | None, balance_error: str | None,
                     now: datetime) -> None:
-    from bot.optimizer import SETTING, params_in_force
+    from bot.params import SETTING, params_in_force
     from bot.storage import candles as candle_store
     from bot.storage import optimizer_runs as run_store
     from bot.storage import orders as order_store
@@ -176,7 +147,7 @@ def _gather_storage(status: dict[str, Any], settings: Settings, db: Any, markets
     day_start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     limit = settings.status_max_candle_age_seconds
 
-    by_market: dict[str, list[accounting.FillRow]] = defaultdict(list)
+    by_market: dict[str, list[FillRow]] = defaultdict(list)
     for fill in reports.fills(db, mode):
         by_market[fill.market].append(fill)
     held = {f"KRW-{b.currency}" for b in balances or () if b.currency != "KRW"}
@@ -247,7 +218,7 @@ def _gather_storage(status: dict[str, Any], settings: Settings, db: Any, markets
 def _rules_state(settings: Settings, db: Any, market: str, candle: Any, params: Any,
                  halted: bool) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """The position's exits (entry, peak, each level; None when not held) and
-    the buy guards in force (``params``: bot.optimizer.InForce), as the trader
+    the buy guards in force (``params``: bot.params.InForce), as the trader
     would see them at the newest stored candle (bot/guards.py, the trader's
     own reads)."""
     if candle is None:
@@ -275,7 +246,7 @@ def daily_report(settings: Settings, db: Any, exchange: Any, *, now: datetime | 
     now = now or clock.now()
     since = now - timedelta(hours=hours)
     balances, error = _balances(exchange)
-    by_market: dict[str, list[accounting.FillRow]] = defaultdict(list)
+    by_market: dict[str, list[FillRow]] = defaultdict(list)
     for fill in reports.fills(db, settings.trading_mode):
         by_market[fill.market].append(fill)
     names = sorted(set(settings.markets) | set(by_market))
@@ -303,7 +274,7 @@ _VALUES = ("threshold", "cooldown_candles", "stop_loss_pct", "trailing_stop_pct"
 
 
 def _in_force(p: Any) -> dict[str, Any]:
-    """Each value in force (bot.optimizer.InForce) with its source."""
+    """Each value in force (bot.params.InForce) with its source."""
     return {"version": p.version, "standing_aside": p.standing_aside,
             "values": {name: {"value": getattr(p, name), "source": p.sources[name]}
                        for name in _VALUES}}
@@ -593,11 +564,12 @@ def run(settings: Settings, out: TextIO, *, as_json: bool = False,
 
     import redis
 
+    from bot.exchange import make_exchange
     from bot.storage import Database
     db = Database(settings.database_url)
     exchange = None
     try:
-        exchange = status_exchange(settings, db)
+        exchange = make_exchange(settings, db, view=True)
         heartbeats: dict[str, float] | None = None
         error = None
         try:

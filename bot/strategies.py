@@ -27,7 +27,7 @@ from typing import Literal
 
 import numpy as np
 
-from bot.config import SIGNAL_NAMES
+from bot.models import SIGNAL_NAMES
 
 WINDOW = 200  # closed candles one decision looks at
 FIRST_DECISION = WINDOW - 1  # index of the first bar with a full window

@@ -37,8 +37,8 @@ from celery import Celery, signals
 from celery.exceptions import SecurityWarning, SoftTimeLimitExceeded
 
 from bot import clock
-from bot.config import ConfigError, Settings, get_settings
-from bot.errors import BotError, DatabaseUnavailable, TemporaryError
+from bot.config import Settings, get_settings
+from bot.errors import BotError, ConfigError, DatabaseUnavailable, LockBusy, TemporaryError
 from bot.logs import event, set_role, setup_logging
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ _RETRY = {"autoretry_for": (TemporaryError,), "retry_backoff": 2, "retry_backoff
           "retry_jitter": True}
 
 
-# Trade and reconcile share a market's "orders" lock and both come at :00, so
+# Fill and reconcile share a market's "orders" lock and both come at :00, so
 # they wait their turn briefly (a pass takes well under a second) instead of
 # skipping: a skipped collector-triggered trade could leave a candle undecided.
 LOCK_WAIT = {"trade": 10.0, "reconcile": 10.0}
@@ -111,7 +111,7 @@ def _run_locked(lock: str, market: str, task: str, func, *args: Any) -> Any:
     """Run ``func`` holding the market's ``lock``; skip (None) when another
     run still holds it after LOCK_WAIT (a killed holder's lock expires
     within LOCK_TTL)."""
-    from bot.runtime import LockBusy, runtime
+    from bot.runtime import runtime
     try:
         with runtime().market_lock(lock, market, wait=LOCK_WAIT.get(task, 0.0)):
             return func(*args)
@@ -180,24 +180,16 @@ def _trade(ctx: Any, market: str) -> Any:
           soft_time_limit=LIMITS["reconcile"][0], time_limit=LIMITS["reconcile"][1],
           max_retries=3, **_RETRY)
 def reconcile(self, market: str | None = None) -> dict:
-    from bot.lifecycle import reconcile_market
+    from bot.lifecycle import reconcile as reconcile_pass
     from bot.runtime import runtime
-    rt = runtime()
-    ctx = rt.trade_context()
-    done = {}
-    for name in ([market] if market else SETTINGS.markets):
-        result = _run_locked("orders", name, "reconcile", reconcile_market, ctx, name)
-        if result is not None:
-            done[name] = {"fills": result.fills, "cancelled": result.cancelled,
-                          "errors": result.errors}
-            changed = (result.fills or result.cancelled or result.adopted or result.sent
-                       or result.errors)
-            # A pass that changed nothing comes every minute: DEBUG.
-            event(log, "reconcile", level=logging.INFO if changed else logging.DEBUG,
-                  market=name, checked=result.checked, fills=result.fills,
-                  cancelled=result.cancelled, adopted=result.adopted, sent=result.sent,
-                  errors=result.errors)
-    return done
+
+    def locked(name: str, job: Any) -> Any:
+        return _run_locked("orders", name, "reconcile", job)
+
+    results = reconcile_pass(runtime().trade_context(), [market] if market else None,
+                             each=locked)
+    return {r.market: {"fills": r.fills, "cancelled": r.cancelled, "errors": r.errors}
+            for r in results}
 
 
 @app.task(name="optimize", bind=True, acks_late=False,

@@ -30,7 +30,6 @@ from urllib.parse import unquote, urlencode
 import jwt
 import requests
 
-from bot.config import CANDLE_UNITS
 from bot.errors import (
     AuthError,
     Banned,
@@ -45,7 +44,7 @@ from bot.errors import (
     RateLimited,
 )
 from bot.logs import event, redact, register_secret
-from bot.models import Balance, Candle, Order, Trade
+from bot.models import CANDLE_UNITS, Balance, Candle, Fill, Order
 from bot.money import fmt
 from bot.ratelimit import RateLimiter, route_group
 
@@ -217,8 +216,8 @@ def parse_candle(item: Any, market: str, unit: int, index: int = 0) -> Candle:
     )
 
 
-def parse_trade(item: Any, what: str = "trade") -> Trade:
-    return Trade(
+def parse_fill(item: Any, what: str = "trade") -> Fill:
+    return Fill(
         uuid=_text(item, "uuid", what),
         market=_text(item, "market", what),
         side=_side(item, what),
@@ -252,7 +251,7 @@ def parse_order(item: Any) -> Order:
         paid_fee=_number(item, "paid_fee", what),
         created_at=_time(item, "created_at", what),
         identifier=str(identifier) if identifier is not None else None,
-        trades=tuple(parse_trade(t, f"{what} trade #{i}") for i, t in enumerate(trades)),
+        fills=tuple(parse_fill(t, f"{what} trade #{i}") for i, t in enumerate(trades)),
     )
 
 
@@ -315,7 +314,13 @@ class UpbitClient:
         register_secret(access_key, secret_key)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> UpbitClient:
+    def from_settings(cls, settings: Settings, *, quick: bool = False) -> UpbitClient:
+        """The client the settings describe; ``quick`` gives up within seconds
+        (a status screen must not hang on Upbit)."""
+        if quick:
+            return cls(settings.upbit_api_base, settings.upbit_access_key,
+                       settings.upbit_secret_key, timeout=5.0, max_retries=1,
+                       backoff_base=0.2, backoff_cap=1.0)
         return cls(settings.upbit_api_base, settings.upbit_access_key,
                    settings.upbit_secret_key, timeout=float(settings.upbit_timeout_seconds))
 

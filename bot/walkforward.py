@@ -10,7 +10,7 @@ force, and the verdict rules of :mod:`bot.search` (adopt, keep, stand aside,
 standing aside sticky until an adoption). The decisions of the bars of
 ``[m_k, m_k + T days)`` are then made with the set in force after that
 verdict: adopt trades the new set (its groups in OPTIMIZE_TUNE, the rest the
-settings, as :func:`bot.optimizer.combine` says), keep the previous one, and
+settings, as :func:`bot.params.combine` says), keep the previous one, and
 standing aside makes no new buys while exits and sells go on. In live mode
 with LIVE_ALLOW_UNVALIDATED=false the trader buys nothing before the first
 adoption, and so does the walk-forward. Nothing a run sees is later than its
@@ -60,7 +60,7 @@ from bot.backtest import (
 )
 from bot.config import Settings
 from bot.jsonout import money
-from bot.optimizer import combine, search, settings_set
+from bot.optimizer import combine_sets, search, settings_set
 from bot.search import ADOPT, STAND_ASIDE, ParamSet, slice_candles
 
 log = logging.getLogger(__name__)
@@ -297,7 +297,7 @@ def _nightly_runs(settings: Settings, candles: CandleSeries, ts: np.ndarray,
     """Each window's run and the set in force after it, in order: each run
     judges against the set the previous ones left in force."""
     default = settings_set(settings)
-    in_force, sources = combine(default, None, (), (), "")
+    in_force, sources = combine_sets(default, None, (), (), "")
     aside, number = False, None
     runs = []
     for k, (moment, _end) in enumerate(windows):
@@ -309,7 +309,7 @@ def _nightly_runs(settings: Settings, candles: CandleSeries, ts: np.ndarray,
                          candidates=candidates, seed=segment_seed(seed, k), report_train=False)
         if outcome.verdict == ADOPT:
             number = (number or 0) + 1
-            in_force, sources = combine(default, outcome.best, outcome.tune,
+            in_force, sources = combine_sets(default, outcome.best, outcome.tune,
                                         settings.optimize_tune, f"optimizer #{number}")
             aside = False
         elif outcome.verdict == STAND_ASIDE:
@@ -335,7 +335,7 @@ def _stitch(settings: Settings, base: BacktestParams, prep: Prepared,
             windows: list[tuple[int, int]], runs: list[_Run], first_bar: int,
             train_days: float, test_days: float, candidates: int, seed: int,
             started: float) -> WalkForward:
-    """Trade every window with its run's set, as one account; the defaults too."""
+    """Fill every window with its run's set, as one account; the defaults too."""
     offset = first_bar - st.FIRST_DECISION
     oos = slice_prepared(prep, offset)
     ts = oos.ts

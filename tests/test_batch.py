@@ -18,8 +18,7 @@ from bot import backtest as bt
 from bot import batch
 from bot import strategies as st
 from bot.batch import evaluate_batch, trace_batch
-from bot.config import SIGNAL_NAMES
-from bot.models import CandleArrays
+from bot.models import SIGNAL_NAMES, CandleArrays
 from bot.money import floor_volume
 
 DAY0 = 1_709_251_200  # 2024-03-01T00:00:00Z

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import SETTINGS, ConfigError, load_settings, read_env_file
+from bot.config import SETTINGS, load_settings, read_env_file
+from bot.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 

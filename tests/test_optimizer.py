@@ -13,10 +13,12 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
+from bot.exchange import make_exchange
 from bot.lifecycle import TradeContext
 from bot.models import Candle
-from bot.optimizer import due_markets, enough_candles, optimize_market, params_in_force
+from bot.optimizer import due_markets, enough_candles, optimize_market
 from bot.paper import PaperExchange
+from bot.params import params_in_force
 from bot.storage import Database
 from bot.storage import candles as candle_store
 from bot.storage import decisions as decision_store
@@ -210,7 +212,7 @@ def test_stand_aside_is_recorded_notified_once_and_lifted_by_an_adoption(db, dat
 
 def _status(settings, db, at):
     from bot import status
-    got = status.collect(settings, db, status.status_exchange(settings, db), {},
+    got = status.collect(settings, db, make_exchange(settings, db, view=True), {},
                          now=at + timedelta(minutes=2), wall=0.0)
     return status.render(got), got["markets"]
 

@@ -58,7 +58,7 @@ def test_bid_reserves_then_fills_at_limit_with_fee_to_the_won(db, paper, clock):
     assert done.state == "done"
     assert done.executed_volume == D("0.01") and done.remaining_volume == 0
     assert done.paid_fee == D("250")
-    assert [(t.price, t.volume, t.funds) for t in done.trades] == [
+    assert [(t.price, t.volume, t.funds) for t in done.fills] == [
         (D("50000000"), D("0.01"), D("500000"))]
     balances = _balances(paper)
     assert balances["KRW"] == (D("499750"), D("0"))
@@ -74,7 +74,7 @@ def test_bid_below_the_open_fills_at_the_open_and_frees_the_rest(db, paper, cloc
     done = paper.get_order(uuid=order.uuid)
     assert done.state == "done" and done.executed_volume == D("0.01")
     assert done.price == D("50000000")  # the order keeps its limit; the trade has the fill
-    assert [(t.price, t.volume, t.funds) for t in done.trades] == [
+    assert [(t.price, t.volume, t.funds) for t in done.fills] == [
         (D("49900000"), D("0.01"), D("499000"))]
     assert done.paid_fee == D("249.5")  # 0.05 % of the filled value
     # 500,250 was reserved; 499,000 + 249.5 was spent: 1,000.5 is free again
@@ -86,7 +86,7 @@ def test_bid_below_the_open_fills_at_the_open_and_frees_the_rest(db, paper, cloc
 def test_bid_at_exactly_the_open_fills_there(db, paper):
     order = paper.place_limit_order("KRW-BTC", "bid", D("50000000"), D("0.01"), "equal")
     _next_candle(db, 1, open_="50000000", low="50000000", high="50100000")
-    assert [t.price for t in paper.get_order(uuid=order.uuid).trades] == [D("50000000")]
+    assert [t.price for t in paper.get_order(uuid=order.uuid).fills] == [D("50000000")]
 
 
 def test_ask_above_the_open_fills_at_the_open(db, paper, clock):
@@ -96,7 +96,7 @@ def test_ask_above_the_open_fills_at_the_open(db, paper, clock):
     ask = paper.place_limit_order("KRW-BTC", "ask", D("51000000"), D("0.01"), "a")
     _next_candle(db, 2, open_="51200000", low="51100000", high="51300000")
     done = paper.get_order(uuid=ask.uuid)
-    assert [(t.price, t.funds) for t in done.trades] == [(D("51200000"), D("512000"))]
+    assert [(t.price, t.funds) for t in done.fills] == [(D("51200000"), D("512000"))]
     assert done.paid_fee == D("256")
     # 499,750 left after the bid + 512,000 - 256
     assert _balances(paper) == {"KRW": (D("1011494"), D("0"))}

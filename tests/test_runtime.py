@@ -9,7 +9,8 @@ import uuid
 
 import pytest
 
-from bot.runtime import LockBusy, Runtime
+from bot.errors import LockBusy
+from bot.runtime import Runtime
 from tests.conftest import REDIS_URL, make_settings
 
 

@@ -17,8 +17,7 @@ from hypothesis import strategies as hs
 from bot import backtest as bt
 from bot import rules
 from bot import strategies as st
-from bot.config import SIGNAL_NAMES
-from bot.models import CandleArrays
+from bot.models import SIGNAL_NAMES, CandleArrays
 from bot.money import floor_volume
 from tests.test_backtest import DAY0, candles
 

@@ -21,10 +21,10 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from bot import accounting, clock, status
-from bot.accounting import FillRow
+from bot.exchange import make_exchange
 from bot.jsonout import jsonable
 from bot.lifecycle import TradeContext
-from bot.models import Balance
+from bot.models import Balance, FillRow
 from bot.optimizer import optimize_market
 from bot.paper import PaperExchange
 from bot.storage import Database
@@ -124,7 +124,7 @@ def _paper_rows(db):
 
 def test_empty_database(db, database_url):
     settings, clk, _, _ = _paper(db, database_url)
-    exchange = status.status_exchange(settings, db)  # the stored paper account, read only
+    exchange = make_exchange(settings, db, view=True)  # the stored paper account, read only
     got = _collect(settings, db, exchange, clk, heartbeats={})
     assert _paper_rows(db) == (0, 0)
     assert got["ok"] is False
@@ -150,7 +150,7 @@ def test_healthy_screen_answers_is_it_working_and_am_i_making_money(db, database
     last = falling[-1] - 300
     store_closes(db, M, falling + [last], spread="1000")  # a candle that would fill the ask
     settled = _paper_rows(db)
-    got = _collect(settings, db, status.status_exchange(settings, db), clk)
+    got = _collect(settings, db, make_exchange(settings, db, view=True), clk)
     assert _paper_rows(db) == settled  # looking did not fill the paper order
     assert got["ok"] is True and got["problems"] == []
     (m,) = got["markets"]
@@ -245,7 +245,7 @@ def test_live_exchange_refusing_the_keys_is_a_problem(db, database_url):
         "error": {"name": "invalid_access_key", "message": "unknown access key"}})
     settings = make_settings(database_url, TRADING_MODE="live", UPBIT_ACCESS_KEY="ak-status",
                              UPBIT_SECRET_KEY="sk-status-secret")
-    got = status.collect(settings, db, status.status_exchange(settings, db), FRESH,
+    got = status.collect(settings, db, make_exchange(settings, db, view=True), FRESH,
                          now=T0, wall=WALL)
     assert got["problems"][-1].startswith("exchange refused: AuthError")
     assert "invalid_access_key" in got["problems"][-1]

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as hs
 
 from bot import strategies as st
-from bot.config import SIGNAL_NAMES
+from bot.models import SIGNAL_NAMES
 
 DAY0 = int(datetime(2024, 3, 1, tzinfo=UTC).timestamp())
 

@@ -21,8 +21,8 @@ import bot.trader as trader_module
 from bot import guards, rules
 from bot.lifecycle import TradeContext
 from bot.models import Candle
-from bot.optimizer import params_in_force
-from bot.paper import PaperExchange
+from bot.paper import PaperAccountView, PaperExchange
+from bot.params import params_in_force
 from bot.storage import candles as candle_store
 from bot.storage import decisions as decision_store
 from bot.storage import positions
@@ -342,7 +342,7 @@ def test_the_decision_log_line_names_the_trigger(bars, caplog):
 
 def _status(b: Bars) -> tuple[dict, str]:
     from bot import status
-    got = status.collect(b.settings, b.db, status.PaperAccount(b.db, D(1_000_000)), {},
+    got = status.collect(b.settings, b.db, PaperAccountView(b.db, D(1_000_000)), {},
                          now=b.clock(), wall=0.0)
     return got["markets"][0], status.render(got)
 

@@ -221,7 +221,7 @@ def test_get_order_with_trades_in_utc(server: responses.RequestsMock,
     assert order.created_at.tzinfo == UTC
     assert (order.price, order.volume) == (Decimal(143000000), Decimal("0.0001"))
     assert order.executed_volume == Decimal("0.00004") and order.paid_fee == Decimal("2.86")
-    (trade,) = order.trades
+    (trade,) = order.fills
     assert trade.funds == Decimal(5720) and trade.created_at == datetime(
         2025, 1, 1, 0, 0, 5, tzinfo=UTC)
 

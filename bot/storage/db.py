@@ -20,8 +20,8 @@ import psycopg2.extensions
 import psycopg2.extras
 import psycopg2.pool
 
-from bot.config import redact_url
 from bot.errors import DatabaseUnavailable, SchemaMissing
+from bot.logs import redact_url
 
 _CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
 KEEP_IDLE = 2  # connections kept open between uses (one per nested cursor in use)

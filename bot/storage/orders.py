@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from psycopg2.extensions import cursor as Cursor
 
-from bot.models import Order, Trade
+from bot.models import Fill, Order
 from bot.rules import slippage
 from bot.storage.db import Database
 
@@ -126,7 +126,7 @@ def adopt(db: Database, mode: str, order: Order) -> int:
         return cur.fetchone()[0]
 
 
-def insert_fill(db: Database, order: OrderRow, trade: Trade, fee: Decimal) -> bool:
+def insert_fill(db: Database, order: OrderRow, trade: Fill, fee: Decimal) -> bool:
     """Record a fill once, with its slippage against the close of the order's
     decision (none for an order without one); False when this trade uuid is
     already recorded."""

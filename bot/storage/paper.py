@@ -10,7 +10,7 @@ from decimal import Decimal
 
 from psycopg2.extensions import cursor as Cursor
 
-from bot.models import Balance, Order, Trade
+from bot.models import Balance, Fill, Order
 
 
 @dataclass(frozen=True)
@@ -99,17 +99,17 @@ def finish_order(cur: Cursor, uuid: str, *, state: str, executed_volume: Decimal
                 (state, executed_volume, executed_volume, paid_fee, uuid))
 
 
-def insert_trade(cur: Cursor, order_uuid: str, trade: Trade, fee: Decimal) -> None:
+def insert_paper_fill(cur: Cursor, order_uuid: str, fill: Fill, fee: Decimal) -> None:
     cur.execute("INSERT INTO paper_trades (uuid, order_uuid, market, side, price, volume, funds,"
                 " fee, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (trade.uuid, order_uuid, trade.market, trade.side, trade.price, trade.volume,
-                 trade.funds, fee, trade.created_at))
+                (fill.uuid, order_uuid, fill.market, fill.side, fill.price, fill.volume,
+                 fill.funds, fee, fill.created_at))
 
 
-def trades_of(cur: Cursor, order_uuid: str) -> tuple[Trade, ...]:
+def fills_of(cur: Cursor, order_uuid: str) -> tuple[Fill, ...]:
     cur.execute("SELECT uuid, market, side, price, volume, funds, created_at FROM paper_trades"
                 " WHERE order_uuid = %s ORDER BY created_at, uuid", (order_uuid,))
-    return tuple(Trade(*row) for row in cur.fetchall())
+    return tuple(Fill(*row) for row in cur.fetchall())
 
 
 @dataclass(frozen=True)
@@ -133,9 +133,9 @@ def first_final_candle(cur: Cursor, market: str, timeframe: str,
     return FillCandle(*row[:4]) if row and row[4] else None
 
 
-def to_order(row: PaperOrderRow, trades: tuple[Trade, ...] = ()) -> Order:
+def to_order(row: PaperOrderRow, fills: tuple[Fill, ...] = ()) -> Order:
     return Order(uuid=row.uuid, market=row.market, side=row.side, ord_type="limit",
                  state=row.state, price=row.price, volume=row.volume,
                  remaining_volume=row.remaining_volume, executed_volume=row.executed_volume,
                  paid_fee=row.paid_fee, created_at=row.created_at, identifier=row.identifier,
-                 trades=trades)
+                 fills=fills)

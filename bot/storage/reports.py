@@ -1,7 +1,7 @@
 """Read-only queries for reports (``bot status``, the daily summary): fills,
 the newest candle and decision, open orders, the loss-limit state, the
 account's first activity and its equity then. No writes here; the accounting
-itself is in :mod:`bot.accounting`."""
+itself is done above this layer, on these rows."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
-from bot.accounting import FillRow
+from bot.models import FillRow
 from bot.storage.db import Database
 from bot.storage.decisions import COLUMNS as _DECISION_COLUMNS
 from bot.storage.decisions import DecisionRow

@@ -1,0 +1,39 @@
+"""The resources a process's jobs share: the database pool, the Upbit client,
+the exchange and the trader's context. Built lazily, on first use, so that
+importing connects nowhere. The CLI's commands use one :class:`Resources`; a
+worker's :class:`bot.runtime.Runtime` is one with Redis added."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from bot.config import Settings
+from bot.exchange import Exchange, make_exchange
+from bot.lifecycle import TradeContext
+from bot.storage import Database
+from bot.upbit import UpbitClient
+
+
+class Resources:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    @cached_property
+    def db(self) -> Database:
+        return Database(self.settings.database_url)
+
+    @cached_property
+    def upbit(self) -> UpbitClient:
+        """Upbit's client: market data in both modes, orders in live mode."""
+        return UpbitClient.from_settings(self.settings)
+
+    @cached_property
+    def exchange(self) -> Exchange:
+        """Where orders go; live mode shares :attr:`upbit` (one rate limiter)."""
+        return make_exchange(self.settings, self.db,
+                             upbit=self.upbit if self.settings.live else None)
+
+    def trade_context(self) -> TradeContext:
+        from bot.notify import notifier
+        return TradeContext(self.settings, self.db, self.exchange,
+                            notify=notifier(self.settings))
