@@ -176,7 +176,7 @@ def _one_or_many(items: list[dict[str, Any]]) -> dict[str, Any]:
 def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
     from bot.backtest import BacktestParams, run_backtest
     from bot.config import parse_weights
-    from bot.params import current_weights
+    from bot.in_force import current_weights
     from bot.strategies import normalise_weights
     try:
         weights = parse_weights(args.weights) if args.weights else None
@@ -225,7 +225,8 @@ def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_optimize(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.optimizer import optimize_market, search
+    from bot.optimizer import optimize_market
+    from bot.search import tune
     if args.candidates is not None and args.candidates < 1:
         raise UsageError("--candidates must be at least 1")
     if args.days is not None and not args.days > 0:
@@ -233,7 +234,7 @@ def cmd_optimize(settings: Settings, args: argparse.Namespace) -> int:
     out = []
     if args.csv:
         (_, candles), = _series(settings, args)
-        outcome = search(settings, candles, candidates=args.candidates, seed=args.seed or 0)
+        outcome = tune(settings, candles, candidates=args.candidates, seed=args.seed or 0)
         out.append(_optimize_json(None, outcome, None, None))
     else:
         db = _resources(settings).db

@@ -11,7 +11,7 @@ run is recorded in ``optimizer_runs`` with its verdict; an adopted set
 becomes a new ``strategy_weights`` version, which the trader's next decision
 uses and names. No Celery here.
 
-What the trader trades with is :func:`bot.params.params_in_force`: the
+What the trader trades with is :func:`bot.in_force.params_in_force`: the
 adopted set's values for the groups in OPTIMIZE_TUNE, the settings for the
 rest, and no new buys while the latest verdict is ``stand_aside``.
 """
@@ -19,25 +19,24 @@ rest, and no new buys while the latest verdict is ``stand_aside``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot import clock, strategies
-from bot.backtest import BacktestParams
 from bot.config import Settings
+from bot.in_force import params_in_force
 from bot.logs import event
 from bot.models import CandleArrays
-from bot.params import InForce, combine, params_in_force
+from bot.params import InForce
 from bot.search import (
     ADOPT,
     MIN_BARS,
     STAND_ASIDE,
     OptimizeOutcome,
     ParamSet,
-    choose,
-    split,
+    tune,
 )
 from bot.storage import Database
 from bot.storage import candles as candle_store
@@ -74,37 +73,9 @@ class OptimizeRun:
         return self.outcome.reason
 
 
-def settings_set(settings: Settings) -> ParamSet:
-    """The set the settings define: WEIGHTS (empty: equal), THRESHOLD, ..."""
-    return ParamSet.of(BacktestParams.from_settings(settings), dict(settings.weights))
-
-
-def combine_sets(base: ParamSet, adopted: ParamSet | None, tuned: Iterable[str],
-                 tune: Iterable[str], label: str) -> tuple[ParamSet, dict[str, str]]:
-    """:func:`bot.params.combine` over parameter sets: the set in force and
-    each value's source."""
-    values, sources = combine(base.to_dict(), None if adopted is None else adopted.to_dict(),
-                              tuned, tune, label)
-    return ParamSet(**values), sources
-
-
 def daily_seed(market: str, now: datetime) -> int:
     """Reproducible within a day, different across days and markets."""
     return int(now.strftime("%Y%m%d")) * 1000 + sum(market.encode()) % 1000
-
-
-def search(settings: Settings, candles: CandleArrays, current: ParamSet | None = None, *,
-           standing_aside: bool = False, candidates: int | None = None,
-           seed: int = 0, report_train: bool = True) -> OptimizeOutcome:
-    """Split, search and judge against ``current`` (default: the settings'
-    set), exactly as the nightly job does; no storage. ``report_train``: see
-    :func:`bot.search.choose`."""
-    train, holdout = split(candles, float(settings.optimize_holdout))
-    return choose(train, holdout, BacktestParams.from_settings(settings),
-                  current or settings_set(settings), tune=settings.optimize_tune,
-                  candidates=candidates or settings.optimize_candidates, seed=seed,
-                  min_improvement=float(settings.optimize_min_improvement),
-                  standing_aside=standing_aside, report_train=report_train)
 
 
 def stored_params(outcome: OptimizeOutcome) -> dict[str, Any]:
@@ -152,7 +123,7 @@ def optimize_market(settings: Settings, db: Database, market: str, *, days: floa
     candles = candle_store.load_arrays(db, market, settings.timeframe, since=since,
                                        until=clock.floor_to_unit(moment, settings.unit))
     in_force = params_in_force(settings, db, market)
-    outcome = search(settings, candles, ParamSet.from_dict(in_force.values()),
+    outcome = tune(settings, candles, ParamSet.from_dict(in_force.values()),
                      standing_aside=in_force.standing_aside, candidates=candidates,
                      seed=daily_seed(market, moment) if seed is None else seed)
     run_id = new_version = None

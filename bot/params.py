@@ -10,7 +10,8 @@ validated, which the live gate reads). A market stands aside (no new buys)
 while the optimizer's latest verdict for it is ``stand_aside``; both are in
 the database, so they survive restarts.
 
-No numpy and no optimizer here: loading the trader must not load the search.
+Pure: :func:`bot.in_force.params_in_force` reads the stored rows, the
+optimizer's search combines its candidates with the same :func:`combine`.
 """
 
 from __future__ import annotations
@@ -18,15 +19,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.config import Settings
 from bot.models import GROUP_OF, PARAMETERS
-from bot.storage import Database
-from bot.storage import optimizer_runs as run_store
-from bot.storage import weights as weight_store
-from bot.storage.weights import WeightsRow
 from bot.strategies import normalise_weights
+
+if TYPE_CHECKING:  # the row's type only: this module reads no database
+    from bot.storage.weights import WeightsRow
 
 SETTING = "setting"  # the source of a value that is not an adopted set's
 
@@ -111,19 +111,3 @@ def in_force_of(settings: Settings, row: WeightsRow | None, verdict: str | None)
                    int(chosen["cooldown_candles"]), _dec(chosen["stop_loss_pct"]),
                    _dec(chosen["trailing_stop_pct"]), _dec(chosen["take_profit_pct"]),
                    row.version if from_set and row is not None else None, sources, verdict)
-
-
-def params_in_force(settings: Settings, db: Database, market: str) -> InForce:
-    """What the trader trades ``market`` with (see :class:`InForce` and the
-    module docstring)."""
-    run = run_store.latest(db, market)
-    return in_force_of(settings, weight_store.current(db, market),
-                       None if run is None else run.verdict)
-
-
-def current_weights(settings: Settings, db: Database, market: str) -> tuple[dict[str, float],
-                                                                          int | None]:
-    """The weights in force for ``market`` and the version of the set in
-    force (:func:`params_in_force`)."""
-    p = params_in_force(settings, db, market)
-    return p.weights, p.version

@@ -100,7 +100,7 @@ from __future__ import annotations
 import inspect
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -117,7 +117,9 @@ from bot.backtest import (
     run_backtest,
 )
 from bot.batch import evaluate_batch
+from bot.config import Settings
 from bot.models import GROUP_OF, SIGNAL_NAMES, TUNABLE, CandleArrays
+from bot.params import combine
 
 FULL_CREDIT_TRIPS = 20  # round trips at which a Sharpe ratio counts in full
 MIN_BARS = st.WINDOW + 300  # candles each part needs to be judged at all
@@ -646,3 +648,34 @@ def choose(train: CandleSeries, holdout: CandleSeries, params: BacktestParams,
         candidates=found.candidates, duration_s=time.perf_counter() - started, seed=seed,
         finalists=[asdict(f) for f in found.finalists],
     )
+
+
+# --- from the settings -------------------------------------------------------------
+
+
+def settings_set(settings: Settings) -> ParamSet:
+    """The set the settings define: WEIGHTS (empty: equal), THRESHOLD, ..."""
+    return ParamSet.of(BacktestParams.from_settings(settings), dict(settings.weights))
+
+
+def combine_sets(base: ParamSet, adopted: ParamSet | None, tuned: Iterable[str],
+                 tune: Iterable[str], label: str) -> tuple[ParamSet, dict[str, str]]:
+    """:func:`bot.params.combine` over parameter sets: the set in force and
+    each value's source."""
+    values, sources = combine(base.to_dict(), None if adopted is None else adopted.to_dict(),
+                              tuned, tune, label)
+    return ParamSet(**values), sources
+
+
+def tune(settings: Settings, candles: CandleArrays, current: ParamSet | None = None, *,
+         standing_aside: bool = False, candidates: int | None = None,
+         seed: int = 0, report_train: bool = True) -> OptimizeOutcome:
+    """Split, search and judge against ``current`` (default: the settings'
+    set), exactly as the nightly job does; no storage. ``report_train``: see
+    :func:`choose`."""
+    train, holdout = split(candles, float(settings.optimize_holdout))
+    return choose(train, holdout, BacktestParams.from_settings(settings),
+                  current or settings_set(settings), tune=settings.optimize_tune,
+                  candidates=candidates or settings.optimize_candidates, seed=seed,
+                  min_improvement=float(settings.optimize_min_improvement),
+                  standing_aside=standing_aside, report_train=report_train)

@@ -134,7 +134,8 @@ def _balances(exchange: Any) -> tuple[list[Balance] | None, str | None]:
 def _gather_storage(status: dict[str, Any], settings: Settings, db: Any, markets: Sequence[str],
                     balances: list[Balance] | None, balance_error: str | None,
                     now: datetime) -> None:
-    from bot.params import SETTING, params_in_force
+    from bot.in_force import params_in_force
+    from bot.params import SETTING
     from bot.storage import candles as candle_store
     from bot.storage import optimizer_runs as run_store
     from bot.storage import orders as order_store

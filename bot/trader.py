@@ -5,7 +5,7 @@ A pass for a market: load the last 200 closed candles, refuse stale or
 unconfirmed data and candles already decided (cheaply: Beat's fallback trade
 mostly ends here), reconcile the market's orders (so the position is
 current), then decide as docs/semantics.md defines it, with the parameters in
-force (:func:`bot.params.params_in_force`): while held, the exits
+force (:func:`bot.in_force.params_in_force`): while held, the exits
 (stop-loss, trailing stop, take-profit, :mod:`bot.guards`) before the signal
 (:func:`bot.strategies.decide`); while flat, a buy signal unless a guard
 blocks it (stand aside, live gate, daily loss limit, stop guard, cooldown: the
@@ -33,11 +33,12 @@ from decimal import Decimal
 from bot import accounting, guards, rules, strategies
 from bot.clock import floor_to_unit
 from bot.exchange import free_balance, total_balance
+from bot.in_force import params_in_force
 from bot.lifecycle import TradeContext, reconcile_market, send_order
 from bot.logs import event
 from bot.models import Balance, coin_of
 from bot.money import floor_volume, fmt, round_price
-from bot.params import InForce, params_in_force
+from bot.params import InForce
 from bot.storage import candles as candle_store
 from bot.storage import decisions as decision_store
 from bot.storage import equity as equity_store

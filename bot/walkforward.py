@@ -3,7 +3,7 @@ It answers "does the self-tuning pay?" on a market's own candles.
 
 Windows: with D training days and T test days, the k-th run happens at the
 moment ``m_k = first candle + D days + k * T days``. It optimizes exactly as
-the nightly job would at that moment (:func:`bot.optimizer.search`): the
+the nightly job would at that moment (:func:`bot.search.tune`): the
 candles of ``[m_k - D days, m_k)``, split into train and holdout by
 OPTIMIZE_HOLDOUT, the groups of OPTIMIZE_TUNE searched against the set in
 force, and the verdict rules of :mod:`bot.search` (adopt, keep, stand aside,
@@ -60,8 +60,15 @@ from bot.backtest import (
 )
 from bot.config import Settings
 from bot.jsonout import money
-from bot.optimizer import combine_sets, search, settings_set
-from bot.search import ADOPT, STAND_ASIDE, ParamSet, slice_candles
+from bot.search import (
+    ADOPT,
+    STAND_ASIDE,
+    ParamSet,
+    combine_sets,
+    settings_set,
+    slice_candles,
+    tune,
+)
 
 log = logging.getLogger(__name__)
 
@@ -305,7 +312,7 @@ def _nightly_runs(settings: Settings, candles: CandleSeries, ts: np.ndarray,
         lo = int(np.searchsorted(ts, moment - round(train_days * DAY)))
         hi = int(np.searchsorted(ts, moment))
         lookback = slice_candles(candles, lo, hi)
-        outcome = search(settings, lookback, in_force, standing_aside=aside,
+        outcome = tune(settings, lookback, in_force, standing_aside=aside,
                          candidates=candidates, seed=segment_seed(seed, k), report_train=False)
         if outcome.verdict == ADOPT:
             number = (number or 0) + 1
