@@ -15,7 +15,7 @@ as final (the collector's log), until all are or ``--round-timeout`` passes.
 A layout ``PxC`` is P collector processes (containers: ``docker compose up
 --scale collector=P``) of ``celery worker -c C`` each; compose's default is
 ``1x2``. Each pool process has its own Upbit client and so its own client-side
-rate limiter (bot/ratelimit.py): ``1x2`` already runs two limiters against one
+rate limiter (bot/exchange/ratelimit.py): ``1x2`` already runs two limiters against one
 IP's 10 requests/s, ``2x2`` four. Per round it reports the time until the last
 market's candle is stored (the ideal is (N - 10) / 10 s: one request per market,
 a burst of 10 and then 10 per second), how

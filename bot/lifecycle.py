@@ -23,7 +23,7 @@ from decimal import Decimal
 from bot import clock
 from bot.config import Settings
 from bot.errors import ExchangeError, OrderNotFound, OrderSubmitUnknown, TemporaryError
-from bot.exchange import Exchange
+from bot.exchange.protocol import Exchange
 from bot.logs import event
 from bot.models import Order
 from bot.storage import Database

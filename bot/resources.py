@@ -8,10 +8,10 @@ from __future__ import annotations
 from functools import cached_property
 
 from bot.config import Settings
-from bot.exchange import Exchange, make_exchange
+from bot.exchange.protocol import Exchange, make_exchange
+from bot.exchange.upbit import UpbitClient
 from bot.lifecycle import TradeContext
 from bot.storage import Database
-from bot.upbit import UpbitClient
 
 
 class Resources:

@@ -565,7 +565,7 @@ def run(settings: Settings, out: TextIO, *, as_json: bool = False,
 
     import redis
 
-    from bot.exchange import make_exchange
+    from bot.exchange.protocol import make_exchange
     from bot.storage import Database
     db = Database(settings.database_url)
     exchange = None

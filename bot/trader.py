@@ -32,7 +32,7 @@ from decimal import Decimal
 
 from bot import accounting, guards, rules, strategies
 from bot.clock import floor_to_unit
-from bot.exchange import free_balance, total_balance
+from bot.exchange.protocol import free_balance, total_balance
 from bot.in_force import params_in_force
 from bot.lifecycle import TradeContext, reconcile_market, send_order
 from bot.logs import event

@@ -15,9 +15,9 @@ import pytest
 
 from bot.collector import Progress, backfill, collect, collect_market, follow_up_seconds
 from bot.errors import UnknownMarket
+from bot.exchange.upbit import UpbitClient
 from bot.storage import Database
 from bot.storage import candles as candle_store
-from bot.upbit import UpbitClient
 from tests.fakeupbit import FakeUpbit, ManualClock
 
 START = datetime(2026, 3, 2, 12, 0, 30, tzinfo=UTC)

@@ -12,13 +12,13 @@ import pytest
 
 from bot.collector import collect_market
 from bot.errors import OrderSubmitUnknown, TemporaryError
+from bot.exchange.upbit import UpbitClient
 from bot.lifecycle import TradeContext, reconcile_market
 from bot.storage import decisions as decision_store
 from bot.storage import orders as order_store
 from bot.storage import positions
 from bot.storage import weights as weight_store
 from bot.trader import order_identifier, trade_market
-from bot.upbit import UpbitClient
 from tests.conftest import make_settings
 from tests.fakeupbit import FakeUpbit, ManualClock
 

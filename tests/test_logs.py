@@ -18,13 +18,13 @@ import responses
 
 from bot import logs
 from bot.collector import collect_market
+from bot.exchange.paper import PaperExchange
+from bot.exchange.upbit import UpbitClient
 from bot.lifecycle import TradeContext, reconcile, reconcile_market
 from bot.logs import RepeatFilter, event, redact, register_secret
 from bot.notify import flush, notifier
 from bot.optimizer import optimize_market
-from bot.paper import PaperExchange
 from bot.trader import trade_market
-from bot.upbit import UpbitClient
 from tests.conftest import make_settings
 from tests.fakeupbit import FakeUpbit, ManualClock
 from tests.helpers import T0, FakeClock, store_closes

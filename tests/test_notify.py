@@ -17,8 +17,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from bot import notify as notify_mod
+from bot.exchange.paper import PaperExchange
 from bot.lifecycle import TradeContext
-from bot.paper import PaperExchange
 from bot.storage import orders as order_store
 from bot.trader import order_identifier, trade_market
 from tests.conftest import REDIS_URL, make_settings

@@ -13,12 +13,12 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
-from bot.exchange import make_exchange
+from bot.exchange.paper import PaperExchange
+from bot.exchange.protocol import make_exchange
 from bot.in_force import params_in_force
 from bot.lifecycle import TradeContext
 from bot.models import Candle
 from bot.optimizer import due_markets, enough_candles, optimize_market
-from bot.paper import PaperExchange
 from bot.storage import Database
 from bot.storage import candles as candle_store
 from bot.storage import decisions as decision_store

@@ -11,8 +11,8 @@ from decimal import Decimal
 import pytest
 
 from bot.errors import InsufficientFunds, InvalidOrder, OrderNotFound
-from bot.exchange import free_balance
-from bot.paper import PaperExchange
+from bot.exchange.paper import PaperExchange
+from bot.exchange.protocol import free_balance
 from bot.storage import candles as candle_store
 from tests.helpers import T0, FakeClock, candle
 
@@ -181,7 +181,7 @@ def test_state_survives_a_new_process(db, paper, database_url):
     paper.place_limit_order("KRW-BTC", "bid", D("50000000"), D("0.01"), "persist")
     script = textwrap.dedent(f"""
         from decimal import Decimal as D
-        from bot.paper import PaperExchange
+        from bot.exchange.paper import PaperExchange
         from bot.storage import Database
         ex = PaperExchange(Database({database_url!r}), start_krw=D("1"), fee_rate=D("0.0005"),
                            min_order_krw=D("5000"))

@@ -253,9 +253,9 @@ def run_trader(db, database_url, series: CandleArrays, weights, params, monkeypa
     from datetime import UTC, datetime, timedelta
 
     import bot.trader as trader_module
+    from bot.exchange.paper import PaperExchange
     from bot.lifecycle import TradeContext
     from bot.models import Candle
-    from bot.paper import PaperExchange
     from bot.storage import candles as candle_store
     from bot.storage import decisions as decision_store
     from bot.storage import positions

@@ -21,16 +21,16 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from bot import accounting, clock, status
-from bot.exchange import make_exchange
+from bot.exchange.paper import PaperExchange
+from bot.exchange.protocol import make_exchange
+from bot.exchange.upbit import UpbitClient
 from bot.jsonout import jsonable
 from bot.lifecycle import TradeContext
 from bot.models import Balance, FillRow
 from bot.optimizer import optimize_market
-from bot.paper import PaperExchange
 from bot.storage import Database
 from bot.storage import orders as order_store
 from bot.trader import order_identifier, trade_market
-from bot.upbit import UpbitClient
 from tests.conftest import REDIS_URL, make_settings
 from tests.helpers import T0, FakeClock, candle, store_closes
 

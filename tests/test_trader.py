@@ -9,8 +9,8 @@ from decimal import Decimal
 
 import pytest
 
+from bot.exchange.paper import PaperExchange
 from bot.lifecycle import TradeContext, reconcile_market
-from bot.paper import PaperExchange
 from bot.storage import decisions as decision_store
 from bot.storage import orders as order_store
 from bot.storage import weights as weight_store

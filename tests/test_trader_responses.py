@@ -16,10 +16,10 @@ import pytest
 import responses
 
 from bot.errors import OrderSubmitUnknown, RateLimited
+from bot.exchange.upbit import UpbitClient
 from bot.lifecycle import TradeContext
 from bot.storage import orders as order_store
 from bot.trader import order_identifier, trade_market
-from bot.upbit import UpbitClient
 from tests.conftest import make_settings
 from tests.helpers import T0, FakeClock, store_closes
 

@@ -19,10 +19,10 @@ import pytest
 
 import bot.trader as trader_module
 from bot import guards, rules
+from bot.exchange.paper import PaperAccountView, PaperExchange
 from bot.in_force import params_in_force
 from bot.lifecycle import TradeContext
 from bot.models import Candle
-from bot.paper import PaperAccountView, PaperExchange
 from bot.storage import candles as candle_store
 from bot.storage import decisions as decision_store
 from bot.storage import positions

@@ -16,7 +16,7 @@ import pytest
 import responses
 
 from bot.errors import AuthError
-from bot.upbit import build_query
+from bot.exchange.upbit import build_query
 from tests.upbit_fakes import ACCESS, BASE, SECRET, FakeClock, make_client, order_json
 
 # Upbit's secrets are 40 bytes; PyJWT would warn about it when the test verifies.

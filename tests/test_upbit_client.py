@@ -31,9 +31,9 @@ from bot.errors import (
     RateLimited,
     TemporaryError,
 )
+from bot.exchange.ratelimit import GROUP_LIMITS, parse_remaining, route_group
+from bot.exchange.upbit import UpbitClient
 from bot.models import Balance
-from bot.ratelimit import GROUP_LIMITS, parse_remaining, route_group
-from bot.upbit import UpbitClient
 from tests.upbit_fakes import (
     ACCESS,
     BASE,
@@ -357,7 +357,7 @@ def test_500_then_success(server: responses.RequestsMock, client: UpbitClient,
                           clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
     server.get(CANDLES, body="<html>502 Bad Gateway</html>", status=502)
     server.get(CANDLES, json=[candle_json(1)])
-    with caplog.at_level(logging.WARNING, logger="bot.upbit"):
+    with caplog.at_level(logging.WARNING, logger="bot.exchange.upbit"):
         assert len(client.candles("KRW-BTC")) == 1
     assert len(server.calls) == 2 and len(clock.sleeps) == 1
     (record,) = [r for r in caplog.records if getattr(r, "event", "") == "upbit.retry"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.upbit import UpbitClient
+from bot.exchange.upbit import UpbitClient
 
 BASE = "https://api.upbit.test"
 ACCESS = "test-access-AKxq81bN2mZr5wLp0Vt7Ue3Hs"

@@ -1,6 +1,6 @@
 """The paper exchange: a simulated Upbit account kept in the database.
 
-It speaks the same interface as the live client (:class:`bot.exchange.Exchange`)
+It speaks the same interface as the live client (:class:`bot.exchange.protocol.Exchange`)
 and refuses what Upbit refuses (price off the tick, more than 8 volume
 decimals, below the minimum order value, not enough funds, an identifier used
 before), with Upbit's error names. Cash starts at PAPER_START_KRW; an open bid

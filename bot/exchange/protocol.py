@@ -1,6 +1,6 @@
 """The one small interface the trader talks to, implemented by the live Upbit
-client (:class:`bot.upbit.UpbitClient`) and by the paper exchange
-(:class:`bot.paper.PaperExchange`). Everything above it is shared by paper and
+client (:class:`bot.exchange.upbit.UpbitClient`) and by the paper exchange
+(:class:`bot.exchange.paper.PaperExchange`). Everything above it is shared by paper and
 live trading line for line."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from bot.models import Balance, Order
 
 if TYPE_CHECKING:
     from bot.config import Settings
+    from bot.exchange.upbit import UpbitClient
     from bot.storage import Database
-    from bot.upbit import UpbitClient
 
 
 class Exchange(Protocol):
@@ -49,9 +49,9 @@ def make_exchange(settings: Settings, db: Database, *, upbit: UpbitClient | None
     if settings.live:
         if upbit is not None:
             return upbit
-        from bot.upbit import UpbitClient
+        from bot.exchange.upbit import UpbitClient
         return UpbitClient.from_settings(settings, quick=view)
-    from bot.paper import PaperAccountView, PaperExchange
+    from bot.exchange.paper import PaperAccountView, PaperExchange
     if view:
         return PaperAccountView(db, settings.paper_start_krw)
     return PaperExchange.from_settings(settings, db)

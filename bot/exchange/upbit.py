@@ -5,7 +5,7 @@ timeouts, JWT authentication, retries with capped, jittered backoff (never for
 order placement), memory of a 418 ban, the mapping of Upbit's error answers onto
 :mod:`bot.errors` (a table), and parsing answers into :mod:`bot.models` values
 with exact ``Decimal`` numbers (every JSON number is parsed as ``Decimal``, in
-the dicts returned as they are too). Request pacing is :mod:`bot.ratelimit`'s.
+the dicts returned as they are too). Request pacing is :mod:`bot.exchange.ratelimit`'s.
 
 It decides nothing about trading and must never put a secret (secret key, JWT,
 ``Authorization`` header) in an exception or a log line.
@@ -43,10 +43,10 @@ from bot.errors import (
     OrderSubmitUnknown,
     RateLimited,
 )
+from bot.exchange.ratelimit import RateLimiter, route_group
 from bot.logs import event, redact, register_secret
 from bot.models import CANDLE_UNITS, Balance, Candle, Fill, Order
 from bot.money import fmt
-from bot.ratelimit import RateLimiter, route_group
 
 if TYPE_CHECKING:
     from bot.config import Settings

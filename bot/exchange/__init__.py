@@ -1,0 +1,1 @@
+"""The exchange: the interface the trader talks to, Upbit's REST client and its rate limiter, and the paper exchange."""
