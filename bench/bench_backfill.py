@@ -1,7 +1,7 @@
 """Wall time of ``bot backfill`` against Upbit's quotation rate limit.
 
 Not a test: it prints numbers (``--json``: one JSON object on stdout). It runs
-``bot.collector.backfill(db, UpbitClient(server.url), "KRW-BTC", days=N)``
+``bot.data.collector.backfill(db, UpbitClient(server.url), "KRW-BTC", days=N)``
 against ``tests.fakeupbit.FakeUpbit(history_minutes=(N + 1) * 1440,
 rate_limit_per_sec=10)`` started in this process (it serves ~500 requests/s
 unthrottled, so the limit dominates), into a scratch database

@@ -66,7 +66,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from bot.csvdata import write_csv  # noqa: F401 - the bench script's CSV writer
+from bot.data.csvdata import write_csv  # noqa: F401 - the bench script's CSV writer
 from bot.models import CandleArrays
 from bot.money import KRW_TICKS, RoundMode
 

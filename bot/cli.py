@@ -70,7 +70,7 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_collect(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.collector import collect
+    from bot.data.collector import collect
     res = _resources(settings)
     results = collect(res.db, res.upbit,
                       _markets(settings, args.market, configured=True),
@@ -91,7 +91,7 @@ def cmd_collect(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.collector import Progress, backfill
+    from bot.data.collector import Progress, backfill
     from bot.errors import UnknownMarket
     if not args.days > 0:
         raise UsageError("--days must be a positive number")
@@ -150,7 +150,7 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
 
 def _series(settings: Settings, args: argparse.Namespace) -> list[tuple[str | None, Any]]:
     """(market, candles) pairs from --csv or from the database."""
-    from bot.csvdata import load_csv
+    from bot.data.csvdata import load_csv
     if args.csv:
         if args.market or args.days:
             raise UsageError("--csv replaces --market/--days: give one or the other")
@@ -272,7 +272,7 @@ def cmd_walkforward(settings: Settings, args: argparse.Namespace) -> int:
             raise UsageError(f"no candles stored for {market}: run `bot backfill` first")
         progress = None
         if not args.quiet:
-            from bot.collector import Progress
+            from bot.data.collector import Progress
             bar = Progress(f"walkforward {name}")
 
             def progress(done: int, total: int, bar: Any = bar) -> None:

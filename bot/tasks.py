@@ -131,7 +131,7 @@ def _trade_expires(candle_ts: datetime) -> float:
           soft_time_limit=LIMITS["collect"][0], time_limit=LIMITS["collect"][1],
           max_retries=5, **_RETRY)
 def collect(self, market: str) -> dict | None:
-    from bot.collector import collect_market, follow_up_seconds
+    from bot.data.collector import collect_market, follow_up_seconds
     from bot.runtime import runtime
     rt = runtime()
 

@@ -68,7 +68,7 @@ def test_backfill_prints_plain_progress_lines_when_not_a_tty(db, env, tmp_path):
 def test_progress_bar_on_a_terminal():
     import io
 
-    from bot.collector import Progress
+    from bot.data.collector import Progress
 
     class Tty(io.StringIO):
         def isatty(self):

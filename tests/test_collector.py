@@ -13,7 +13,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from bot.collector import Progress, backfill, collect, collect_market, follow_up_seconds
+from bot.data.collector import Progress, backfill, collect, collect_market, follow_up_seconds
 from bot.errors import UnknownMarket
 from bot.exchange.upbit import UpbitClient
 from bot.storage import Database

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from bot.csvdata import load_csv, write_csv
+from bot.data.csvdata import load_csv, write_csv
 from bot.models import CandleArrays
 
 DAY0 = int(datetime(2024, 3, 1, tzinfo=UTC).timestamp())

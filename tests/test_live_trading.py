@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from bot.collector import collect_market
+from bot.data.collector import collect_market
 from bot.errors import OrderSubmitUnknown, TemporaryError
 from bot.exchange.upbit import UpbitClient
 from bot.lifecycle import TradeContext, reconcile_market

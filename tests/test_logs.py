@@ -17,7 +17,7 @@ import pytest
 import responses
 
 from bot import logs
-from bot.collector import collect_market
+from bot.data.collector import collect_market
 from bot.exchange.paper import PaperExchange
 from bot.exchange.upbit import UpbitClient
 from bot.lifecycle import TradeContext, reconcile, reconcile_market

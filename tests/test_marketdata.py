@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from bench import marketdata as md
-from bot.csvdata import load_csv
+from bot.data.csvdata import load_csv
 from bot.money import floor_volume, is_on_tick, round_price
 
 ROOT = Path(__file__).resolve().parents[1]

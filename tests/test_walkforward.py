@@ -13,7 +13,7 @@ import pytest
 from bench import marketdata as md
 from bot import strategies as st
 from bot.backtest import BUY, SELL, BacktestParams, prepare, run_backtest
-from bot.csvdata import write_csv
+from bot.data.csvdata import write_csv
 from bot.models import CandleArrays
 from bot.search import ParamSet
 from bot.walkforward import DAY, Leg, trade_plan, walk_forward

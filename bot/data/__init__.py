@@ -1,0 +1,1 @@
+"""Market data in and out: the candle collector (backfill, gap repair, the in-progress candle) and CSV files."""
