@@ -40,11 +40,11 @@ import numpy as np
 from marketdata import generate
 
 from bot import search as optimizer
-from bot import strategies as st
 from bot.backtest import BacktestParams, prepare, run_backtest
 from bot.batch import evaluate_batch, warm_up
 from bot.config import load_settings
 from bot.models import CandleArrays
+from bot.trading import strategies as st
 
 YEAR, MONTH = 525_600, 43_200
 START = 1_704_067_200  # 2024-01-01T00:00:00Z

@@ -13,7 +13,7 @@ Public API (small, like backtesting.py's ``Backtest.run()``):
   vectorised.
 
 Semantics (docs/semantics.md): the decision at
-bar i is :func:`bot.strategies.decide` on the ``WINDOW`` closes ending at bar i
+bar i is :func:`bot.trading.strategies.decide` on the ``WINDOW`` closes ending at bar i
 with the engine's own holding state (holding = coin value at close i >=
 ``min_order_krw``). A buy is a limit bid at ``close_i * (1 + aggressiveness)``
 rounded up to the KRW tick for ``floor8(cash / (price * (1 + fee_rate +
@@ -45,9 +45,9 @@ from typing import Any, Literal, NamedTuple, Protocol
 import numpy as np
 
 from bot import rules
-from bot import strategies as st
 from bot.money import AGGRESSIVENESS_DECIMALS, KRW_TICKS, floor_volume, round_price
 from bot.rules import ExitRules, GuardRules
+from bot.trading import strategies as st
 
 BUY, HOLD, SELL = 1, 0, -1  # values of BacktestResult.actions
 ACTION_NAMES = {BUY: "buy", HOLD: "hold", SELL: "sell"}

@@ -40,7 +40,6 @@ from typing import Any, NamedTuple
 import numba
 import numpy as np
 
-from bot import strategies as st
 from bot.backtest import (
     _FLAT,
     BUY,
@@ -59,6 +58,7 @@ from bot.backtest import (
     Prepared,
     _prepared,
 )
+from bot.trading import strategies as st
 
 __all__ = ["TRIGGERS", "BatchMetrics", "BatchTrace", "evaluate_batch", "trace_batch",
            "warm_up"]

@@ -115,7 +115,7 @@ def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_trade(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.trader import trade_market
+    from bot.trading.trader import trade_market
     ctx = _resources(settings).trade_context()
     out = []
     for market in _markets(settings, args.market, configured=True):
@@ -140,7 +140,7 @@ def cmd_trade(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.lifecycle import reconcile
+    from bot.trading.lifecycle import reconcile
     results = reconcile(_resources(settings).trade_context(),
                         _markets(settings, args.market, configured=True))
     if args.json:
@@ -176,8 +176,8 @@ def _one_or_many(items: list[dict[str, Any]]) -> dict[str, Any]:
 def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
     from bot.backtest import BacktestParams, run_backtest
     from bot.config import parse_weights
-    from bot.in_force import current_weights
-    from bot.strategies import normalise_weights
+    from bot.trading.in_force import current_weights
+    from bot.trading.strategies import normalise_weights
     try:
         weights = parse_weights(args.weights) if args.weights else None
         params = replace(BacktestParams.from_settings(settings),

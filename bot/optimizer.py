@@ -11,7 +11,7 @@ run is recorded in ``optimizer_runs`` with its verdict; an adopted set
 becomes a new ``strategy_weights`` version, which the trader's next decision
 uses and names. No Celery here.
 
-What the trader trades with is :func:`bot.in_force.params_in_force`: the
+What the trader trades with is :func:`bot.trading.in_force.params_in_force`: the
 adopted set's values for the groups in OPTIMIZE_TUNE, the settings for the
 rest, and no new buys while the latest verdict is ``stand_aside``.
 """
@@ -24,12 +24,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bot import clock, strategies
+from bot import clock
 from bot.config import Settings
-from bot.in_force import params_in_force
 from bot.logs import event
 from bot.models import CandleArrays
-from bot.params import InForce
 from bot.search import (
     ADOPT,
     MIN_BARS,
@@ -42,6 +40,9 @@ from bot.storage import Database
 from bot.storage import candles as candle_store
 from bot.storage import optimizer_runs as run_store
 from bot.storage import weights as weight_store
+from bot.trading import strategies
+from bot.trading.in_force import params_in_force
+from bot.trading.params import InForce
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from bot.backtest import BacktestResult, CandleSeries, bars_per_year
 from bot.errors import PlotUnavailable
-from bot.strategies import FIRST_DECISION, WINDOW
+from bot.trading.strategies import FIRST_DECISION, WINDOW
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     from matplotlib.figure import Figure

@@ -10,8 +10,8 @@ from functools import cached_property
 from bot.config import Settings
 from bot.exchange.protocol import Exchange, make_exchange
 from bot.exchange.upbit import UpbitClient
-from bot.lifecycle import TradeContext
 from bot.storage import Database
+from bot.trading.lifecycle import TradeContext
 
 
 class Resources:

@@ -106,7 +106,6 @@ from typing import Any
 
 import numpy as np
 
-from bot import strategies as st
 from bot.backtest import (
     BacktestParams,
     BacktestResult,
@@ -119,7 +118,8 @@ from bot.backtest import (
 from bot.batch import evaluate_batch
 from bot.config import Settings
 from bot.models import GROUP_OF, SIGNAL_NAMES, TUNABLE, CandleArrays
-from bot.params import combine
+from bot.trading import strategies as st
+from bot.trading.params import combine
 
 FULL_CREDIT_TRIPS = 20  # round trips at which a Sharpe ratio counts in full
 MIN_BARS = st.WINDOW + 300  # candles each part needs to be judged at all
@@ -660,7 +660,7 @@ def settings_set(settings: Settings) -> ParamSet:
 
 def combine_sets(base: ParamSet, adopted: ParamSet | None, tuned: Iterable[str],
                  tune: Iterable[str], label: str) -> tuple[ParamSet, dict[str, str]]:
-    """:func:`bot.params.combine` over parameter sets: the set in force and
+    """:func:`bot.trading.params.combine` over parameter sets: the set in force and
     each value's source."""
     values, sources = combine(base.to_dict(), None if adopted is None else adopted.to_dict(),
                               tuned, tune, label)

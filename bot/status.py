@@ -23,12 +23,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TextIO
 
-from bot import accounting, clock
+from bot import clock
 from bot.config import Settings
 from bot.errors import BotError, DatabaseUnavailable, TemporaryError
 from bot.jsonout import dumps
 from bot.models import Balance, FillRow, coin_of
 from bot.storage import keys
+from bot.trading import accounting
 
 ROLES = ("collector", "trader", "optimizer", "beat")
 EXIT_OK, EXIT_PROBLEM = 0, 1
@@ -134,13 +135,13 @@ def _balances(exchange: Any) -> tuple[list[Balance] | None, str | None]:
 def _gather_storage(status: dict[str, Any], settings: Settings, db: Any, markets: Sequence[str],
                     balances: list[Balance] | None, balance_error: str | None,
                     now: datetime) -> None:
-    from bot.in_force import params_in_force
-    from bot.params import SETTING
     from bot.storage import candles as candle_store
     from bot.storage import optimizer_runs as run_store
     from bot.storage import orders as order_store
     from bot.storage import reports
     from bot.storage import weights as weight_store
+    from bot.trading.in_force import params_in_force
+    from bot.trading.params import SETTING
 
     problems: list[str] = status["problems"]
     mode, tf = settings.trading_mode, settings.timeframe
@@ -219,12 +220,12 @@ def _gather_storage(status: dict[str, Any], settings: Settings, db: Any, markets
 def _rules_state(settings: Settings, db: Any, market: str, candle: Any, params: Any,
                  halted: bool) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """The position's exits (entry, peak, each level; None when not held) and
-    the buy guards in force (``params``: bot.params.InForce), as the trader
-    would see them at the newest stored candle (bot/guards.py, the trader's
+    the buy guards in force (``params``: bot.trading.params.InForce), as the trader
+    would see them at the newest stored candle (bot/trading/guards.py, the trader's
     own reads)."""
     if candle is None:
         return None, []
-    from bot import guards
+    from bot.trading import guards
     held = guards.holding(settings, db, market, candle.ts, candle.close)
     exits = None
     if held is not None and held.volume * candle.close >= settings.min_order_krw:
@@ -275,7 +276,7 @@ _VALUES = ("threshold", "cooldown_candles", "stop_loss_pct", "trailing_stop_pct"
 
 
 def _in_force(p: Any) -> dict[str, Any]:
-    """Each value in force (bot.params.InForce) with its source."""
+    """Each value in force (bot.trading.params.InForce) with its source."""
     return {"version": p.version, "standing_aside": p.standing_aside,
             "values": {name: {"value": getattr(p, name), "source": p.sources[name]}
                        for name in _VALUES}}

@@ -172,7 +172,7 @@ def trade(self, market: str, candle_ts: str | None = None) -> dict | None:
 
 
 def _trade(ctx: Any, market: str) -> Any:
-    from bot.trader import trade_market
+    from bot.trading.trader import trade_market
     return trade_market(ctx, market, pending_level=logging.DEBUG)
 
 
@@ -180,8 +180,8 @@ def _trade(ctx: Any, market: str) -> Any:
           soft_time_limit=LIMITS["reconcile"][0], time_limit=LIMITS["reconcile"][1],
           max_retries=3, **_RETRY)
 def reconcile(self, market: str | None = None) -> dict:
-    from bot.lifecycle import reconcile as reconcile_pass
     from bot.runtime import runtime
+    from bot.trading.lifecycle import reconcile as reconcile_pass
 
     def locked(name: str, job: Any) -> Any:
         return _run_locked("orders", name, "reconcile", job)

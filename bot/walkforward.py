@@ -10,7 +10,7 @@ force, and the verdict rules of :mod:`bot.search` (adopt, keep, stand aside,
 standing aside sticky until an adoption). The decisions of the bars of
 ``[m_k, m_k + T days)`` are then made with the set in force after that
 verdict: adopt trades the new set (its groups in OPTIMIZE_TUNE, the rest the
-settings, as :func:`bot.params.combine` says), keep the previous one, and
+settings, as :func:`bot.trading.params.combine` says), keep the previous one, and
 standing aside makes no new buys while exits and sells go on. In live mode
 with LIVE_ALLOW_UNVALIDATED=false the trader buys nothing before the first
 adoption, and so does the walk-forward. Nothing a run sees is later than its
@@ -47,7 +47,6 @@ from typing import Any
 import numpy as np
 
 from bot import backtest as bt
-from bot import strategies as st
 from bot.backtest import (
     BUY,
     SELL,
@@ -69,6 +68,7 @@ from bot.search import (
     slice_candles,
     tune,
 )
+from bot.trading import strategies as st
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ import pytest
 from bench.marketdata import generate
 from bot import backtest as bt
 from bot import batch
-from bot import strategies as st
 from bot.batch import evaluate_batch, trace_batch
 from bot.models import SIGNAL_NAMES, CandleArrays
 from bot.money import floor_volume
+from bot.trading import strategies as st
 
 DAY0 = 1_709_251_200  # 2024-03-01T00:00:00Z
 DEFAULT = bt.BacktestParams()

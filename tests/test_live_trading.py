@@ -13,12 +13,12 @@ import pytest
 from bot.data.collector import collect_market
 from bot.errors import OrderSubmitUnknown, TemporaryError
 from bot.exchange.upbit import UpbitClient
-from bot.lifecycle import TradeContext, reconcile_market
 from bot.storage import decisions as decision_store
 from bot.storage import orders as order_store
 from bot.storage import positions
 from bot.storage import weights as weight_store
-from bot.trader import order_identifier, trade_market
+from bot.trading.lifecycle import TradeContext, reconcile_market
+from bot.trading.trader import order_identifier, trade_market
 from tests.conftest import make_settings
 from tests.fakeupbit import FakeUpbit, ManualClock
 
@@ -133,7 +133,7 @@ def test_lost_post_answer_then_retry_places_one_order(db, ctx, server, clock):
 
 
 def test_crash_after_post_before_uuid_is_healed_by_reconcile(db, ctx, server, clock):
-    import bot.lifecycle as lifecycle
+    import bot.trading.lifecycle as lifecycle
     real = lifecycle._take
 
     def crash(*args, **kwargs):

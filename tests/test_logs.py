@@ -20,11 +20,11 @@ from bot import logs
 from bot.data.collector import collect_market
 from bot.exchange.paper import PaperExchange
 from bot.exchange.upbit import UpbitClient
-from bot.lifecycle import TradeContext, reconcile, reconcile_market
 from bot.logs import RepeatFilter, event, redact, register_secret
 from bot.notify import flush, notifier
 from bot.optimizer import optimize_market
-from bot.trader import trade_market
+from bot.trading.lifecycle import TradeContext, reconcile, reconcile_market
+from bot.trading.trader import trade_market
 from tests.conftest import make_settings
 from tests.fakeupbit import FakeUpbit, ManualClock
 from tests.helpers import T0, FakeClock, store_closes
@@ -184,7 +184,7 @@ def emitted_events() -> set[str]:
                     if (isinstance(key, ast.Constant) and key.value == "event"
                             and isinstance(value, ast.Constant)):
                         names.add(value.value)
-    # f"order.{how}" in bot/lifecycle.py: how is "placed" or "found"
+    # f"order.{how}" in bot/trading/lifecycle.py: how is "placed" or "found"
     return names | {"order.placed", "order.found"}
 
 

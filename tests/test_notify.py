@@ -18,9 +18,9 @@ from redis.retry import Retry
 
 from bot import notify as notify_mod
 from bot.exchange.paper import PaperExchange
-from bot.lifecycle import TradeContext
 from bot.storage import orders as order_store
-from bot.trader import order_identifier, trade_market
+from bot.trading.lifecycle import TradeContext
+from bot.trading.trader import order_identifier, trade_market
 from tests.conftest import REDIS_URL, make_settings
 from tests.helpers import T0, FakeClock, store_closes
 from tests.logcapture import captured_logs, json_lines

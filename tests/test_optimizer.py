@@ -15,8 +15,6 @@ import pytest
 
 from bot.exchange.paper import PaperExchange
 from bot.exchange.protocol import make_exchange
-from bot.in_force import params_in_force
-from bot.lifecycle import TradeContext
 from bot.models import Candle
 from bot.optimizer import due_markets, enough_candles, optimize_market
 from bot.storage import Database
@@ -24,7 +22,9 @@ from bot.storage import candles as candle_store
 from bot.storage import decisions as decision_store
 from bot.storage import optimizer_runs as run_store
 from bot.storage import weights as weight_store
-from bot.trader import trade_market
+from bot.trading.in_force import params_in_force
+from bot.trading.lifecycle import TradeContext
+from bot.trading.trader import trade_market
 from tests.conftest import make_settings
 from tests.logcapture import captured_logs, text_lines
 from tests.test_cli import run_bot

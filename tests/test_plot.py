@@ -14,7 +14,7 @@ import pytest
 
 from bot import backtest as bt
 from bot import plot
-from bot.strategies import FIRST_DECISION, WINDOW
+from bot.trading.strategies import FIRST_DECISION, WINDOW
 from tests.helpers import store_closes
 from tests.test_backtest import candles, random_walk
 from tests.test_cli import run_bot

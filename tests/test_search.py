@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from bot import search as opt
-from bot import strategies as st
 from bot.backtest import BacktestParams
 from bot.models import CandleArrays
+from bot.trading import strategies as st
 
 DAY0 = int(datetime(2024, 3, 1, tzinfo=UTC).timestamp())
 # Cheap trading, so that a modest edge survives costs.

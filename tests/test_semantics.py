@@ -1,5 +1,5 @@
 """docs/semantics.md as a naive bar-by-bar reference (one step per bar,
-bot.strategies.decide, bot.rules, Decimal), and the engines held to it on
+bot.trading.strategies.decide, bot.rules, Decimal), and the engines held to it on
 random series with exits and guards on: the exact backtest here; the trader
 through the real database and paper exchange, and the batch evaluator, in the
 tests further down."""
@@ -16,9 +16,9 @@ from hypothesis import strategies as hs
 
 from bot import backtest as bt
 from bot import rules
-from bot import strategies as st
 from bot.models import SIGNAL_NAMES, CandleArrays
 from bot.money import floor_volume
+from bot.trading import strategies as st
 from tests.test_backtest import DAY0, candles
 
 D = Decimal
@@ -252,13 +252,13 @@ def run_trader(db, database_url, series: CandleArrays, weights, params, monkeypa
     previous bar's order on the paper exchange)."""
     from datetime import UTC, datetime, timedelta
 
-    import bot.trader as trader_module
+    import bot.trading.trader as trader_module
     from bot.exchange.paper import PaperExchange
-    from bot.lifecycle import TradeContext
     from bot.models import Candle
     from bot.storage import candles as candle_store
     from bot.storage import decisions as decision_store
     from bot.storage import positions
+    from bot.trading.lifecycle import TradeContext
     from tests.conftest import make_settings
     from tests.helpers import FakeClock
 

@@ -20,17 +20,18 @@ import responses
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from bot import accounting, clock, status
+from bot import clock, status
 from bot.exchange.paper import PaperExchange
 from bot.exchange.protocol import make_exchange
 from bot.exchange.upbit import UpbitClient
 from bot.jsonout import jsonable
-from bot.lifecycle import TradeContext
 from bot.models import Balance, FillRow
 from bot.optimizer import optimize_market
 from bot.storage import Database
 from bot.storage import orders as order_store
-from bot.trader import order_identifier, trade_market
+from bot.trading import accounting
+from bot.trading.lifecycle import TradeContext
+from bot.trading.trader import order_identifier, trade_market
 from tests.conftest import REDIS_URL, make_settings
 from tests.helpers import T0, FakeClock, candle, store_closes
 

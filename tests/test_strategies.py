@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
-from bot import strategies as st
 from bot.models import SIGNAL_NAMES
+from bot.trading import strategies as st
 
 DAY0 = int(datetime(2024, 3, 1, tzinfo=UTC).timestamp())
 

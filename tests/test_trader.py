@@ -10,11 +10,11 @@ from decimal import Decimal
 import pytest
 
 from bot.exchange.paper import PaperExchange
-from bot.lifecycle import TradeContext, reconcile_market
 from bot.storage import decisions as decision_store
 from bot.storage import orders as order_store
 from bot.storage import weights as weight_store
-from bot.trader import OrderPlan, order_identifier, plan_buy, plan_sell, trade_market
+from bot.trading.lifecycle import TradeContext, reconcile_market
+from bot.trading.trader import OrderPlan, order_identifier, plan_buy, plan_sell, trade_market
 from tests.conftest import make_settings
 from tests.helpers import T0, FakeClock, store_closes
 
@@ -271,7 +271,7 @@ def test_reconcile_heals_an_order_written_but_never_sent(db, ctx, clock):
     """A crash between writing the order and sending it: the retry (or the
     next reconcile) sends it once."""
     store_closes(db, M, RISING)
-    import bot.trader as trader_module
+    import bot.trading.trader as trader_module
     real = trader_module.send_order
     trader_module.send_order = lambda ctx, row: (_ for _ in ()).throw(SystemExit("crash"))
     try:

@@ -17,9 +17,9 @@ import responses
 
 from bot.errors import OrderSubmitUnknown, RateLimited
 from bot.exchange.upbit import UpbitClient
-from bot.lifecycle import TradeContext
 from bot.storage import orders as order_store
-from bot.trader import order_identifier, trade_market
+from bot.trading.lifecycle import TradeContext
+from bot.trading.trader import order_identifier, trade_market
 from tests.conftest import make_settings
 from tests.helpers import T0, FakeClock, store_closes
 

@@ -17,16 +17,17 @@ from decimal import Decimal
 
 import pytest
 
-import bot.trader as trader_module
-from bot import guards, rules
+import bot.trading.trader as trader_module
+from bot import rules
 from bot.exchange.paper import PaperAccountView, PaperExchange
-from bot.in_force import params_in_force
-from bot.lifecycle import TradeContext
 from bot.models import Candle
 from bot.storage import candles as candle_store
 from bot.storage import decisions as decision_store
 from bot.storage import positions
-from bot.trader import TradeOutcome, trade_market
+from bot.trading import guards
+from bot.trading.in_force import params_in_force
+from bot.trading.lifecycle import TradeContext
+from bot.trading.trader import TradeOutcome, trade_market
 from tests.conftest import make_settings
 from tests.helpers import T0, FakeClock, candle
 
@@ -329,7 +330,7 @@ def test_stand_aside_never_blocks_an_exit(bars, monkeypatch):
 def test_the_decision_log_line_names_the_trigger(bars, caplog):
     b = bars(STOP_LOSS_PCT="2")
     b.run(BOUGHT)
-    with caplog.at_level(logging.INFO, logger="bot.trader"):
+    with caplog.at_level(logging.INFO, logger="bot.trading.trader"):
         b.bar(156_000)
     lines = [r for r in caplog.records if getattr(r, "event", "") == "decision"]
     assert [r.fields["trigger"] for r in lines] == ["stop_loss"]

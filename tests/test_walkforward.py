@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from bench import marketdata as md
-from bot import strategies as st
 from bot.backtest import BUY, SELL, BacktestParams, prepare, run_backtest
 from bot.data.csvdata import write_csv
 from bot.models import CandleArrays
 from bot.search import ParamSet
+from bot.trading import strategies as st
 from bot.walkforward import DAY, Leg, trade_plan, walk_forward
 from tests.conftest import make_settings
 from tests.test_cli import run_bot

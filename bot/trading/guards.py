@@ -21,8 +21,8 @@ from bot.storage import positions
 
 if TYPE_CHECKING:  # types only: bot status imports this without the optimizer's numpy
     from bot.config import Settings
-    from bot.params import InForce
     from bot.storage import Database
+    from bot.trading.params import InForce
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ validated, which the live gate reads). A market stands aside (no new buys)
 while the optimizer's latest verdict for it is ``stand_aside``; both are in
 the database, so they survive restarts.
 
-Pure: :func:`bot.in_force.params_in_force` reads the stored rows, the
+Pure: :func:`bot.trading.in_force.params_in_force` reads the stored rows, the
 optimizer's search combines its candidates with the same :func:`combine`.
 """
 
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.config import Settings
 from bot.models import GROUP_OF, PARAMETERS
-from bot.strategies import normalise_weights
+from bot.trading.strategies import normalise_weights
 
 if TYPE_CHECKING:  # the row's type only: this module reads no database
     from bot.storage.weights import WeightsRow

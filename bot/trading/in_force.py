@@ -1,15 +1,15 @@
 """What the trader trades a market with now: the stored adopted set and the
-optimizer's latest verdict, read and combined by :func:`bot.params.in_force_of`.
+optimizer's latest verdict, read and combined by :func:`bot.trading.params.in_force_of`.
 Beside the weights storage, above it: loading the trader loads neither the
 optimizer nor its search."""
 
 from __future__ import annotations
 
 from bot.config import Settings
-from bot.params import InForce, in_force_of
 from bot.storage import Database
 from bot.storage import optimizer_runs as run_store
 from bot.storage import weights as weight_store
+from bot.trading.params import InForce, in_force_of
 
 
 def params_in_force(settings: Settings, db: Database, market: str) -> InForce:

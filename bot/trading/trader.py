@@ -5,13 +5,13 @@ A pass for a market: load the last 200 closed candles, refuse stale or
 unconfirmed data and candles already decided (cheaply: Beat's fallback trade
 mostly ends here), reconcile the market's orders (so the position is
 current), then decide as docs/semantics.md defines it, with the parameters in
-force (:func:`bot.in_force.params_in_force`): while held, the exits
-(stop-loss, trailing stop, take-profit, :mod:`bot.guards`) before the signal
-(:func:`bot.strategies.decide`); while flat, a buy signal unless a guard
+force (:func:`bot.trading.in_force.params_in_force`): while held, the exits
+(stop-loss, trailing stop, take-profit, :mod:`bot.trading.guards`) before the signal
+(:func:`bot.trading.strategies.decide`); while flat, a buy signal unless a guard
 blocks it (stand aside, live gate, daily loss limit, stop guard, cooldown: the
 action becomes ``hold``). The decision's ``trigger`` names what decided it.
 Then write the decision and the order (state ``new``) in one transaction and
-send the order (:func:`bot.lifecycle.send_order`). The decision row is unique
+send the order (:func:`bot.trading.lifecycle.send_order`). The decision row is unique
 per market and candle, so a second evaluation of a candle changes nothing; the
 order's identifier derives from the decision, so no retry can place it twice.
 
@@ -30,19 +30,20 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
-from bot import accounting, guards, rules, strategies
+from bot import rules
 from bot.clock import floor_to_unit
 from bot.exchange.protocol import free_balance, total_balance
-from bot.in_force import params_in_force
-from bot.lifecycle import TradeContext, reconcile_market, send_order
 from bot.logs import event
 from bot.models import Balance, coin_of
 from bot.money import floor_volume, fmt, round_price
-from bot.params import InForce
 from bot.storage import candles as candle_store
 from bot.storage import decisions as decision_store
 from bot.storage import equity as equity_store
 from bot.storage import orders as order_store
+from bot.trading import accounting, guards, strategies
+from bot.trading.in_force import params_in_force
+from bot.trading.lifecycle import TradeContext, reconcile_market, send_order
+from bot.trading.params import InForce
 
 log = logging.getLogger(__name__)
 

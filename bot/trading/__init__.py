@@ -1,0 +1,1 @@
+"""Trading: the six signals, the trader's decision pass, the order life cycle, the buy guards, the parameters in force and the accounting."""
