@@ -39,11 +39,11 @@ from typing import Any
 import numpy as np
 from marketdata import generate
 
-from bot import search as optimizer
-from bot.backtest import BacktestParams, prepare, run_backtest
-from bot.batch import evaluate_batch, warm_up
 from bot.config import load_settings
 from bot.models import CandleArrays
+from bot.optimize import search as optimizer
+from bot.optimize.backtest import BacktestParams, prepare, run_backtest
+from bot.optimize.batch import evaluate_batch, warm_up
 from bot.trading import strategies as st
 
 YEAR, MONTH = 525_600, 43_200
@@ -112,7 +112,7 @@ def batch_grid(candidates: int, seed: int = 2) -> dict[str, np.ndarray]:
 def _compile_seconds() -> dict[str, float]:
     """The batch loop's compile time (a fresh process, an empty cache) and its
     load time from that cache (a second fresh process)."""
-    code = "import bot.batch as b; print(b.warm_up())"
+    code = "import bot.optimize.batch as b; print(b.warm_up())"
     out = {}
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "NUMBA_CACHE_DIR": cache}

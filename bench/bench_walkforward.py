@@ -26,7 +26,7 @@ from typing import Any
 from marketdata import generate
 
 from bot.config import load_settings
-from bot.walkforward import walk_forward
+from bot.optimize.walkforward import walk_forward
 
 
 def bench(days: int, seed: int, candidates: int | None) -> dict[str, Any]:

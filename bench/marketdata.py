@@ -52,7 +52,7 @@ about 4 %, a daily return standard deviation of about 3.5 %. ``start_price=500``
 whose 1 KRW tick (0.2 %) dominates minute moves.
 
 :func:`statistics` measures every property on any candles (also real ones
-loaded with ``bot.backtest.load_csv``), :func:`random_walk` is the plain
+loaded with ``bot.optimize.backtest.load_csv``), :func:`random_walk` is the plain
 geometric random walk to compare against, :func:`write_csv` writes the
 ``ts,open,high,low,close,volume`` file that ``bot backtest --csv`` reads.
 

@@ -174,8 +174,8 @@ def _one_or_many(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.backtest import BacktestParams, run_backtest
     from bot.config import parse_weights
+    from bot.optimize.backtest import BacktestParams, run_backtest
     from bot.trading.in_force import current_weights
     from bot.trading.strategies import normalise_weights
     try:
@@ -186,7 +186,7 @@ def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
                             if v is not None})
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    from bot.plot import plot_or_explain, plot_paths
+    from bot.optimize.plot import plot_or_explain, plot_paths
     series = _series(settings, args)
     try:  # a bad --plot name stops the command before any work
         plots = plot_paths(args.plot, [m for m, _ in series]) if args.plot else []
@@ -225,8 +225,8 @@ def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_optimize(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.optimizer import optimize_market
-    from bot.search import tune
+    from bot.optimize.job import optimize_market
+    from bot.optimize.search import tune
     if args.candidates is not None and args.candidates < 1:
         raise UsageError("--candidates must be at least 1")
     if args.days is not None and not args.days > 0:
@@ -249,7 +249,7 @@ def cmd_optimize(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_walkforward(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.walkforward import walk_forward
+    from bot.optimize.walkforward import walk_forward
     train = settings.optimize_lookback_days if args.train_days is None else args.train_days
     for name, value in (("--train-days", train), ("--test-days", args.test_days),
                         ("--days", args.days)):
@@ -259,7 +259,7 @@ def cmd_walkforward(settings: Settings, args: argparse.Namespace) -> int:
         raise UsageError("--candidates must be at least 1")
     if args.days is None and not args.csv:
         args.days = train + 30  # a month out of sample after the first training window
-    from bot.plot import plot_paths, walkforward_or_explain
+    from bot.optimize.plot import plot_paths, walkforward_or_explain
     series = _series(settings, args)
     try:  # a bad --plot name stops the command before any work
         plots = plot_paths(args.plot, [m for m, _ in series]) if args.plot else []
@@ -304,7 +304,7 @@ def cmd_walkforward(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _metrics(data: dict[str, Any] | None) -> dict[str, Any] | None:
-    from bot.backtest import BacktestResult
+    from bot.optimize.backtest import BacktestResult
     return None if data is None else with_money(data, BacktestResult.MONEY)
 
 

@@ -38,7 +38,7 @@ KRW_TICKS: tuple[tuple[Decimal, Decimal], ...] = tuple(
 )
 VOLUME_QUANTUM = Decimal("0.00000001")
 # AGGRESSIVENESS's precision: enough for any real use (0.0001 %), and what keeps
-# the backtest's vectorised tick rounding exact (bot.backtest.limit_prices).
+# the backtest's vectorised tick rounding exact (bot.optimize.backtest.limit_prices).
 AGGRESSIVENESS_DECIMALS = 6
 
 

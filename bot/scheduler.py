@@ -68,7 +68,7 @@ def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "daily summary": {"task": "daily_summary",
                           "schedule": parse_schedule(settings.daily_summary_schedule),
                           "options": {"expires": 3600}},
-        # markets without a judged optimizer run for a day (bot.optimizer.due_markets)
+        # markets without a judged optimizer run for a day (bot.optimize.job.due_markets)
         "optimize due": {"task": "optimize_due",
                          "schedule": schedule(timedelta(seconds=OPTIMIZE_DUE_EVERY)),
                          "options": {"expires": OPTIMIZE_DUE_EVERY}},

@@ -73,7 +73,7 @@ LIMITS = {  # (soft, hard) seconds
     "daily_summary": (60.0, 90.0),
 }
 OPTIMIZE_EXPIRES = 3 * 3600.0
-# optimize_due (bot.optimizer.start_due_runs): Beat sends it this often (real
+# optimize_due (bot.optimize.job.start_due_runs): Beat sends it this often (real
 # seconds), and a collect pass storing at least BACKFILL_CANDLES new candles
 # (the first backfill, a gap filled after an outage) sends it at once.
 OPTIMIZE_DUE_EVERY = clock.real_seconds(15 * 60.0)
@@ -196,7 +196,7 @@ def reconcile(self, market: str | None = None) -> dict:
           soft_time_limit=LIMITS["optimize"][0], time_limit=LIMITS["optimize"][1],
           max_retries=2, **_RETRY)
 def optimize(self, market: str) -> dict | None:
-    from bot.optimizer import optimize_market
+    from bot.optimize.job import optimize_market
     from bot.runtime import runtime
     rt = runtime()
     from bot.notify import notifier
@@ -216,9 +216,9 @@ def optimize(self, market: str) -> dict | None:
 def optimize_due() -> dict:
     """Optimize each market without a judged run for a day, right after a
     backfill and every 15 minutes from Beat, not at OPTIMIZE_SCHEDULE only
-    (bot.optimizer.start_due_runs). No countdown: a worker holding an ETA
+    (bot.optimize.job.start_due_runs). No countdown: a worker holding an ETA
     message dies when Redis restarts (kombu's restore_unacked)."""
-    from bot.optimizer import start_due_runs
+    from bot.optimize.job import start_due_runs
     from bot.runtime import runtime
     rt = runtime()
     due = start_due_runs(rt.settings, rt.db, clock.now(),

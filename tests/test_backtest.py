@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
-from bot import backtest as bt
 from bot.config import load_settings
 from bot.models import CandleArrays
 from bot.money import KRW_TICKS, floor_volume
+from bot.optimize import backtest as bt
 
 DAY0 = int(datetime(2024, 3, 1, tzinfo=UTC).timestamp())
 DEFAULT = bt.BacktestParams()
@@ -268,7 +268,7 @@ def test_no_look_ahead(seed, cut):
 
 def test_plot_draws_a_png(tmp_path):
     pytest.importorskip("matplotlib")
-    from bot.plot import plot_backtest
+    from bot.optimize.plot import plot_backtest
 
     series = random_walk(800, 9, vol=0.003)
     result = bt.run_backtest(series, None, DEFAULT)

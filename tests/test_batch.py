@@ -1,4 +1,4 @@
-"""The batch evaluator (bot/batch.py): hand-built series for each fill case,
+"""The batch evaluator (bot/optimize/batch.py): hand-built series for each fill case,
 exit and guard of docs/semantics.md; per-candidate parameters equal separate
 runs; chunks and threads change nothing; memory stays bounded; and bar for
 bar agreement with the exact engine on realistic series."""
@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from bench.marketdata import generate
-from bot import backtest as bt
-from bot import batch
-from bot.batch import evaluate_batch, trace_batch
 from bot.models import SIGNAL_NAMES, CandleArrays
 from bot.money import floor_volume
+from bot.optimize import backtest as bt
+from bot.optimize import batch
+from bot.optimize.batch import evaluate_batch, trace_batch
 from bot.trading import strategies as st
 
 DAY0 = 1_709_251_200  # 2024-03-01T00:00:00Z

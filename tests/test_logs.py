@@ -22,7 +22,7 @@ from bot.exchange.paper import PaperExchange
 from bot.exchange.upbit import UpbitClient
 from bot.logs import RepeatFilter, event, redact, register_secret
 from bot.notify import flush, notifier
-from bot.optimizer import optimize_market
+from bot.optimize.job import optimize_market
 from bot.trading.lifecycle import TradeContext, reconcile, reconcile_market
 from bot.trading.trader import trade_market
 from tests.conftest import make_settings

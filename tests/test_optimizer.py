@@ -16,7 +16,7 @@ import pytest
 from bot.exchange.paper import PaperExchange
 from bot.exchange.protocol import make_exchange
 from bot.models import Candle
-from bot.optimizer import due_markets, enough_candles, optimize_market
+from bot.optimize.job import due_markets, enough_candles, optimize_market
 from bot.storage import Database
 from bot.storage import candles as candle_store
 from bot.storage import decisions as decision_store
@@ -235,7 +235,7 @@ def test_the_stand_aside_and_adoption_messages():
 
 
 def test_enough_candles_is_what_the_split_can_judge():
-    from bot.search import MIN_BARS, split
+    from bot.optimize.search import MIN_BARS, split
     for bars in range(1000, 1400, 7):
         train, holdout = split(synthetic(bars, 0), 0.3)
         judged = len(train.ts) >= MIN_BARS and len(holdout.ts) >= MIN_BARS
@@ -262,7 +262,7 @@ def test_due_markets_until_a_run_had_candles_enough(db, database_url):
 
 def test_the_due_check_runs_what_is_due_until_a_run_judged(db, database_url):
     from bot import tasks
-    from bot.optimizer import start_due_runs
+    from bot.optimize.job import start_due_runs
     from bot.scheduler import build_beat_schedule
     assert tasks.app.conf.task_routes["optimize_due"]["queue"] == "optimizer_queue"
     # Beat sends the check every 15 minutes (no countdown held in a worker)

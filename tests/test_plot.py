@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bot import backtest as bt
-from bot import plot
+from bot.optimize import backtest as bt
+from bot.optimize import plot
 from bot.trading.strategies import FIRST_DECISION, WINDOW
 from tests.helpers import store_closes
 from tests.test_backtest import candles, random_walk

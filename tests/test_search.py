@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from bot import search as opt
-from bot.backtest import BacktestParams
 from bot.models import CandleArrays
+from bot.optimize import search as opt
+from bot.optimize.backtest import BacktestParams
 from bot.trading import strategies as st
 
 DAY0 = int(datetime(2024, 3, 1, tzinfo=UTC).timestamp())

@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
-from bot import backtest as bt
 from bot import rules
 from bot.models import SIGNAL_NAMES, CandleArrays
 from bot.money import floor_volume
+from bot.optimize import backtest as bt
 from bot.trading import strategies as st
 from tests.test_backtest import DAY0, candles
 
@@ -207,7 +207,7 @@ def test_exact_engine_equals_the_reference_bar_for_bar(steps, raw, params, offse
 @given(steps_strategy, weights_strategy, params_strategy, hs.integers(0, 86_399),
        hs.booleans())
 def test_batch_evaluator_equals_the_reference_bar_for_bar(steps, raw, params, offset, gaps):
-    from bot.batch import trace_batch
+    from bot.optimize.batch import trace_batch
     series = random_series(steps, offset, gaps)
     weights = dict(zip(SIGNAL_NAMES, raw, strict=True))
     trace = trace_batch(series, weights, params)

@@ -26,7 +26,7 @@ from bot.exchange.protocol import make_exchange
 from bot.exchange.upbit import UpbitClient
 from bot.jsonout import jsonable
 from bot.models import Balance, FillRow
-from bot.optimizer import optimize_market
+from bot.optimize.job import optimize_market
 from bot.storage import Database
 from bot.storage import orders as order_store
 from bot.trading import accounting

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from bench import marketdata as md
-from bot.backtest import BUY, SELL, BacktestParams, prepare, run_backtest
 from bot.data.csvdata import write_csv
 from bot.models import CandleArrays
-from bot.search import ParamSet
+from bot.optimize.backtest import BUY, SELL, BacktestParams, prepare, run_backtest
+from bot.optimize.search import ParamSet
+from bot.optimize.walkforward import DAY, Leg, trade_plan, walk_forward
 from bot.trading import strategies as st
-from bot.walkforward import DAY, Leg, trade_plan, walk_forward
 from tests.conftest import make_settings
 from tests.test_cli import run_bot
 from tests.test_search import market
@@ -225,7 +225,7 @@ def test_the_defaults_are_the_settings_traded_over_the_same_span(candles):
     params = BacktestParams.from_settings(settings)
     first = int(np.searchsorted(candles.ts, wf.segments[0].test_start))
     prep = prepare(candles, params)
-    from bot.walkforward import slice_prepared
+    from bot.optimize.walkforward import slice_prepared
     result = run_backtest(slice_prepared(prep, first - FIRST), None, params)
     assert wf.default_return == result.total_return
     assert wf.default_round_trips == result.round_trips
@@ -304,7 +304,7 @@ def test_the_params_of_each_window_are_the_set_in_force(candles):
 def test_the_plot_marks_each_window_by_its_verdict(candles):
     from matplotlib.colors import to_rgba
 
-    from bot.plot import VERDICT_COLOURS, walkforward_figure
+    from bot.optimize.plot import VERDICT_COLOURS, walkforward_figure
     wf = walk_forward(_settings(), candles, train_days=2, test_days=0.5, seed=1)
     figure = walkforward_figure(wf, title="KRW-BTC")
     axes = {ax.get_label(): ax for ax in figure.axes}

@@ -5,7 +5,7 @@ the set in force is losing.
 For a market: load the last OPTIMIZE_LOOKBACK_DAYS of closed candles, split
 them in time (the newest OPTIMIZE_HOLDOUT share is the holdout), search the
 groups named in OPTIMIZE_TUNE on the training part and judge the best
-candidate against the set in force on the holdout (:func:`bot.search.choose`:
+candidate against the set in force on the holdout (:func:`bot.optimize.search.choose`:
 the objective, the grids and the verdict rules are documented there). Every
 run is recorded in ``optimizer_runs`` with its verdict; an adopted set
 becomes a new ``strategy_weights`` version, which the trader's next decision
@@ -28,7 +28,7 @@ from bot import clock
 from bot.config import Settings
 from bot.logs import event
 from bot.models import CandleArrays
-from bot.search import (
+from bot.optimize.search import (
     ADOPT,
     MIN_BARS,
     STAND_ASIDE,
@@ -188,7 +188,7 @@ def _short(weights: Mapping[str, float]) -> str:
 
 
 def enough_candles(bars: int, holdout_share: float) -> bool:
-    """Whether ``bars`` candles split (:func:`bot.search.split`) into two parts
+    """Whether ``bars`` candles split (:func:`bot.optimize.search.split`) into two parts
     the verdict can judge (each at least MIN_BARS)."""
     cut = bars - int(round(bars * holdout_share))
     return cut >= MIN_BARS and bars - max(0, cut - strategies.FIRST_DECISION) >= MIN_BARS

@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bot.backtest import BacktestResult, CandleSeries, bars_per_year
 from bot.errors import PlotUnavailable
+from bot.optimize.backtest import BacktestResult, CandleSeries, bars_per_year
 from bot.trading.strategies import FIRST_DECISION, WINDOW
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     from matplotlib.figure import Figure
 
-    from bot.walkforward import WalkForward
+    from bot.optimize.walkforward import WalkForward
 
 log = logging.getLogger(__name__)
 
@@ -338,7 +338,7 @@ _DEFAULTS = "tab:orange"
 
 def plot_walkforward(wf: WalkForward, path: str | os.PathLike[str], *,
                      title: str = "") -> Path:
-    """Draw a walk-forward (:class:`bot.walkforward.WalkForward`) into an image
+    """Draw a walk-forward (:class:`bot.optimize.walkforward.WalkForward`) into an image
     file, creating a missing folder; raises as :func:`plot_backtest`."""
     figure = walkforward_figure(wf, title=title)
     out = Path(path)

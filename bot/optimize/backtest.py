@@ -7,7 +7,7 @@ Public API (small, like backtesting.py's ``Backtest.run()``):
 * :func:`run_backtest` - the exact engine, one weight vector, returns one
   :class:`BacktestResult` whose field names are the ``--json`` keys;
 * :func:`prepare` - the weight-independent part, reusable (also by
-  :func:`bot.batch.evaluate_batch`, many weight vectors at once for the
+  :func:`bot.optimize.batch.evaluate_batch`, many weight vectors at once for the
   optimizer);
 * :func:`limit_price` / :func:`limit_prices` - the order price, exact and
   vectorised.

@@ -3,10 +3,10 @@ It answers "does the self-tuning pay?" on a market's own candles.
 
 Windows: with D training days and T test days, the k-th run happens at the
 moment ``m_k = first candle + D days + k * T days``. It optimizes exactly as
-the nightly job would at that moment (:func:`bot.search.tune`): the
+the nightly job would at that moment (:func:`bot.optimize.search.tune`): the
 candles of ``[m_k - D days, m_k)``, split into train and holdout by
 OPTIMIZE_HOLDOUT, the groups of OPTIMIZE_TUNE searched against the set in
-force, and the verdict rules of :mod:`bot.search` (adopt, keep, stand aside,
+force, and the verdict rules of :mod:`bot.optimize.search` (adopt, keep, stand aside,
 standing aside sticky until an adoption). The decisions of the bars of
 ``[m_k, m_k + T days)`` are then made with the set in force after that
 verdict: adopt trades the new set (its groups in OPTIMIZE_TUNE, the rest the
@@ -19,7 +19,7 @@ moment, and nothing a decision sees is later than its bar.
 Trading: one continuous account over the whole out-of-sample span (cash,
 position, entry, trailing peak, cooldown, stop guard and the daily loss
 limit carried across the windows), with the exact engine of
-:mod:`bot.backtest` run once over the concatenated history and each window's
+:mod:`bot.optimize.backtest` run once over the concatenated history and each window's
 parameters swapped in at its first bar (:func:`trade_plan`). Swapping at a
 boundary keeps the account's state; the cooldown after the last sell is
 measured with the cooldown in force at the decision. An order decided at a
@@ -46,8 +46,10 @@ from typing import Any
 
 import numpy as np
 
-from bot import backtest as bt
-from bot.backtest import (
+from bot.config import Settings
+from bot.jsonout import money
+from bot.optimize import backtest as bt
+from bot.optimize.backtest import (
     BUY,
     SELL,
     BacktestParams,
@@ -57,9 +59,7 @@ from bot.backtest import (
     prepare,
     run_backtest,
 )
-from bot.config import Settings
-from bot.jsonout import money
-from bot.search import (
+from bot.optimize.search import (
     ADOPT,
     STAND_ASIDE,
     ParamSet,
@@ -106,8 +106,8 @@ class Traded:
 def trade_plan(prep: Prepared, base: BacktestParams, legs: Sequence[Leg]) -> Traded:
     """Run the exact engine once over ``prep`` as one account, each leg's
     parameters in force over its bars (legs in order, contiguous; ``base``
-    gives what no set holds: costs, cash, guards): :func:`bot.backtest.run_segments`.
-    With one leg this is :func:`bot.backtest.run_backtest` bar for bar."""
+    gives what no set holds: costs, cash, guards): :func:`bot.optimize.backtest.run_segments`.
+    With one leg this is :func:`bot.optimize.backtest.run_backtest` bar for bar."""
     plan = [bt.Segment(leg.start, leg.stop, leg.params.weights,
                        replace(leg.params.apply(base), stand_aside=leg.no_buys))
             for leg in legs] or [bt.Segment(0, len(prep), None, base)]

@@ -1,4 +1,4 @@
-"""The parameter search behind the optimizer job (:mod:`bot.optimizer`): which
+"""The parameter search behind the optimizer job (:mod:`bot.optimize.job`): which
 parameter set (signal weights, THRESHOLD, COOLDOWN_CANDLES, the exits) would
 have traded a market best, and the verdict of a run: adopt it, keep the set
 in force, or stand aside.
@@ -11,7 +11,7 @@ Objective
 ---------
 ``objective = sharpe * min(1, round_trips / FULL_CREDIT_TRIPS)`` with
 ``sharpe`` the annualised Sharpe ratio of per-bar equity returns over the
-backtest (:attr:`bot.backtest.BacktestResult.sharpe`; bars in cash count as
+backtest (:attr:`bot.optimize.backtest.BacktestResult.sharpe`; bars in cash count as
 zero returns) and ``FULL_CREDIT_TRIPS = 20``.
 
 Why: a return alone rewards one lucky trade and ignores the risk taken to get
@@ -46,8 +46,8 @@ Dirichlet samples, half uniform over the simplex (alpha 1), half sparse
 its grid, jointly. Refine (the rest): sets around the 10 best so far, with
 Dirichlet samples concentrated around their weights and each tuned value
 moved by at most one grid step. All are scored by
-:func:`bot.batch.evaluate_batch` (an approximation); the 5 best are
-re-scored with the exact engine, :func:`bot.backtest.run_backtest`, and the
+:func:`bot.optimize.batch.evaluate_batch` (an approximation); the 5 best are
+re-scored with the exact engine, :func:`bot.optimize.backtest.run_backtest`, and the
 best exact objective wins.
 
 Verdict (:func:`choose`)
@@ -106,7 +106,9 @@ from typing import Any
 
 import numpy as np
 
-from bot.backtest import (
+from bot.config import Settings
+from bot.models import GROUP_OF, SIGNAL_NAMES, TUNABLE, CandleArrays
+from bot.optimize.backtest import (
     BacktestParams,
     BacktestResult,
     CandleSeries,
@@ -115,9 +117,7 @@ from bot.backtest import (
     prepare,
     run_backtest,
 )
-from bot.batch import evaluate_batch
-from bot.config import Settings
-from bot.models import GROUP_OF, SIGNAL_NAMES, TUNABLE, CandleArrays
+from bot.optimize.batch import evaluate_batch
 from bot.trading import strategies as st
 from bot.trading.params import combine
 
@@ -155,7 +155,7 @@ GRIDS: dict[str, tuple[float, ...]] = {
 _BATCH_KEYWORDS = {"threshold": "thresholds", "cooldown_candles": "cooldowns",
                    "stop_loss_pct": "stop_losses", "trailing_stop_pct": "trailing_stops",
                    "take_profit_pct": "take_profits"}
-# Until bot/batch.py takes per-candidate arrays, _batch_objective evaluates one
+# Until bot/optimize/batch.py takes per-candidate arrays, _batch_objective evaluates one
 # group of equal values at a time (the same numbers, slower).
 _BATCH_TAKES_ARRAYS = "thresholds" in inspect.signature(evaluate_batch).parameters
 

@@ -1,9 +1,9 @@
 """Batch evaluation for the optimizer: many parameter sets over the same
 candles in one call, sharing the parameter-independent work (signals, limit
-prices, fill prices; see :func:`bot.backtest.prepare`).
+prices, fill prices; see :func:`bot.optimize.backtest.prepare`).
 
 Each candidate is a weight vector (its 729-entry score table, the very
-floats :func:`bot.backtest.run_backtest` compares) plus, optionally, its own
+floats :func:`bot.optimize.backtest.run_backtest` compares) plus, optionally, its own
 threshold, cooldown and exit levels. The trading rules are those of
 docs/semantics.md for one market with the whole cash as budget, restated in
 float64 in one compiled loop over the bars per candidate (numba: the state
@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 import numba
 import numpy as np
 
-from bot.backtest import (
+from bot.optimize.backtest import (
     _FLAT,
     BUY,
     SELL,
@@ -63,13 +63,13 @@ from bot.trading import strategies as st
 __all__ = ["TRIGGERS", "BatchMetrics", "BatchTrace", "evaluate_batch", "trace_batch",
            "warm_up"]
 
-# The trigger codes (bot.backtest.TRIGGERS) as literals: numba's disk cache is
+# The trigger codes (bot.optimize.backtest.TRIGGERS) as literals: numba's disk cache is
 # keyed on this file alone, so a code imported from another file could go
-# stale inside a cached kernel. Checked against bot.backtest here instead.
+# stale inside a cached kernel. Checked against bot.optimize.backtest here instead.
 _SIGNAL, _STOP, _TRAIL, _PROFIT, _ASIDE, _LOSS, _GUARD, _COOL = range(8)
 if (_SIGNAL, _STOP, _TRAIL, _PROFIT, _ASIDE, _LOSS, _GUARD, _COOL) != (
         T_SIGNAL, T_STOP, T_TRAIL, T_PROFIT, T_ASIDE, T_LOSS, T_GUARD, T_COOL):
-    raise ImportError("bot.batch's trigger codes differ from bot.backtest.TRIGGERS")
+    raise ImportError("bot.optimize.batch's trigger codes differ from bot.optimize.backtest.TRIGGERS")
 _TIE = 1e-12  # relative: a float this close to a rule's level counts as on it
 _NEVER = -(2**62)  # a time before every candle
 _VOLUME_UNITS = 1e8  # volumes have 8 decimals
@@ -375,7 +375,7 @@ def _market(prep: Prepared) -> tuple[np.ndarray, ...]:
 class BatchMetrics:
     """Metrics of many parameter sets on one series, one array entry per
     candidate (rows of the weight matrix, in order), with the meanings of
-    :class:`bot.backtest.BacktestResult`'s fields of the same names: the
+    :class:`bot.optimize.backtest.BacktestResult`'s fields of the same names: the
     trading span is bars ``WINDOW-1 ..``, equity is cash plus coin at each
     close, ``sharpe`` annualises per-bar simple returns (population std).
     ``win_rate`` is NaN without round trips; the ``*_exits`` count filled
@@ -511,7 +511,7 @@ def trace_batch(candles: CandleSeries | Prepared, weights: Mapping[str, float] |
                 cooldown: int | None = None, stop_loss: float | None = None,
                 trailing_stop: float | None = None,
                 take_profit: float | None = None) -> BatchTrace:
-    """Run one candidate (``weights`` as for :func:`bot.backtest.run_backtest`;
+    """Run one candidate (``weights`` as for :func:`bot.optimize.backtest.run_backtest`;
     the overrides as one entry of :func:`evaluate_batch`'s arrays) through the
     batch evaluator's compiled loop, recording every bar and fill."""
     prep = _prepared(candles, params)
