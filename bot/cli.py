@@ -345,13 +345,13 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    from bot import status
+    from bot.report import status
     markets = _markets(settings, args.market, configured=True) if args.market else None
     return status.run(settings, sys.stdout, as_json=args.json, markets=markets)
 
 
 def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
-    from bot import status
+    from bot.report import status
     return status.health(settings, args.role, sys.stdout)
 
 

@@ -34,6 +34,6 @@ class Resources:
                              upbit=self.upbit if self.settings.live else None)
 
     def trade_context(self) -> TradeContext:
-        from bot.notify import notifier
+        from bot.report.notify import notifier
         return TradeContext(self.settings, self.db, self.exchange,
                             notify=notifier(self.settings))

@@ -199,7 +199,7 @@ def optimize(self, market: str) -> dict | None:
     from bot.optimize.job import optimize_market
     from bot.runtime import runtime
     rt = runtime()
-    from bot.notify import notifier
+    from bot.report.notify import notifier
 
     def job():
         return optimize_market(rt.settings, rt.db, market, notify=notifier(rt.settings))
@@ -229,7 +229,7 @@ def optimize_due() -> dict:
 @app.task(name="daily_summary", acks_late=False, soft_time_limit=LIMITS["daily_summary"][0],
           time_limit=LIMITS["daily_summary"][1])
 def daily_summary() -> dict:
-    from bot.notify import notifier, send_daily_summary
+    from bot.report.notify import notifier, send_daily_summary
     from bot.runtime import runtime
     rt = runtime()
     summary = send_daily_summary(rt.settings, rt.db, rt.exchange, notify=notifier(rt.settings))
@@ -335,7 +335,7 @@ def _worker_stopped(sender: Any = None, **_: Any) -> None:
 @signals.task_failure.connect
 def _task_failed(sender: Any = None, exception: BaseException | None = None,
                  args: Any = None, einfo: Any = None, **_: Any) -> None:
-    from bot.notify import note_failure, notifier
+    from bot.report.notify import note_failure, notifier
     from bot.runtime import runtime
     expected = isinstance(exception, (BotError, SoftTimeLimitExceeded))
     task = getattr(sender, "name", "?")
@@ -351,7 +351,7 @@ def _task_failed(sender: Any = None, exception: BaseException | None = None,
 
 @signals.task_success.connect
 def _task_succeeded(sender: Any = None, **_: Any) -> None:
-    from bot.notify import note_success
+    from bot.report.notify import note_success
     from bot.runtime import runtime
     args = getattr(getattr(sender, "request", None), "args", None) or ()
     with contextlib.suppress(redis.RedisError):

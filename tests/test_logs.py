@@ -21,8 +21,8 @@ from bot.data.collector import collect_market
 from bot.exchange.paper import PaperExchange
 from bot.exchange.upbit import UpbitClient
 from bot.logs import RepeatFilter, event, redact, register_secret
-from bot.notify import flush, notifier
 from bot.optimize.job import optimize_market
+from bot.report.notify import flush, notifier
 from bot.trading.lifecycle import TradeContext, reconcile, reconcile_market
 from bot.trading.trader import trade_market
 from tests.conftest import make_settings

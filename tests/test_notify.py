@@ -16,8 +16,8 @@ import responses
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from bot import notify as notify_mod
 from bot.exchange.paper import PaperExchange
+from bot.report import notify as notify_mod
 from bot.storage import orders as order_store
 from bot.trading.lifecycle import TradeContext
 from bot.trading.trader import order_identifier, trade_market

@@ -211,14 +211,14 @@ def test_stand_aside_is_recorded_notified_once_and_lifted_by_an_adoption(db, dat
 
 
 def _status(settings, db, at):
-    from bot import status
+    from bot.report import status
     got = status.collect(settings, db, make_exchange(settings, db, view=True), {},
                          now=at + timedelta(minutes=2), wall=0.0)
     return status.render(got), got["markets"]
 
 
 def test_the_stand_aside_and_adoption_messages():
-    from bot.notify import format_message
+    from bot.report.notify import format_message
     assert format_message("weights.stood_aside", {
         "market": M, "version": 3, "holdout_return": -0.0345, "reason": "r"}) == (
         "[paper] KRW-BTC: standing aside: no new buys until the optimizer adopts a parameter"

@@ -20,13 +20,14 @@ import responses
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from bot import clock, status
+from bot import clock
 from bot.exchange.paper import PaperExchange
 from bot.exchange.protocol import make_exchange
 from bot.exchange.upbit import UpbitClient
 from bot.jsonout import jsonable
 from bot.models import Balance, FillRow
 from bot.optimize.job import optimize_market
+from bot.report import status
 from bot.storage import Database
 from bot.storage import orders as order_store
 from bot.trading import accounting

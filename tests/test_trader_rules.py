@@ -342,7 +342,7 @@ def test_the_decision_log_line_names_the_trigger(bars, caplog):
 
 
 def _status(b: Bars) -> tuple[dict, str]:
-    from bot import status
+    from bot.report import status
     got = status.collect(b.settings, b.db, PaperAccountView(b.db, D(1_000_000)), {},
                          now=b.clock(), wall=0.0)
     return got["markets"][0], status.render(got)

@@ -80,7 +80,7 @@ def channels(settings: Settings) -> tuple[Channel, ...]:
 
 
 def _num(value: Any, signed: bool = False) -> str:
-    from bot.status import krw
+    from bot.report.status import krw
     if value is None:
         return "?"
     try:
@@ -90,7 +90,7 @@ def _num(value: Any, signed: bool = False) -> str:
 
 
 def _price(value: Any) -> str:
-    from bot.status import price
+    from bot.report.status import price
     if value is None:
         return "?"
     try:
@@ -100,7 +100,7 @@ def _price(value: Any) -> str:
 
 
 def _coins(value: Any) -> str:
-    from bot.status import coins
+    from bot.report.status import coins
     if value is None:
         return "?"
     try:
@@ -179,7 +179,7 @@ def _failing(f: Mapping[str, Any]) -> str:
 def summary_text(f: Mapping[str, Any]) -> str:
     """The daily summary's text from :func:`daily_summary`'s fields."""
     hours = f.get("hours", 24)
-    from bot.status import trades_text
+    from bot.report.status import trades_text
     lines = [f"Daily summary (last {hours:g} h): realised PnL {_num(f.get('realised'), True)}"
              f" KRW, fees {_num(f.get('fees'))} KRW, {trades_text(f.get('trades', 0))}."]
     if f.get("equity") is not None:
@@ -371,9 +371,9 @@ def notifier(settings: Settings) -> Callable[..., None]:
 
 def daily_summary(settings: Settings, db: Any, exchange: Any, *,
                   now: datetime | None = None) -> dict[str, Any]:
-    """The last 24 hours (see :func:`bot.status.daily_report`) with its
+    """The last 24 hours (see :func:`bot.report.status.daily_report`) with its
     message in ``text``."""
-    from bot.status import daily_report
+    from bot.report.status import daily_report
     report = daily_report(settings, db, exchange, now=now)
     report["text"] = summary_text(report)
     return report

@@ -1,0 +1,1 @@
+"""Reporting: `bot status` and `bot health`, the daily report and the notifications."""
