@@ -48,7 +48,7 @@ def _print_json(data: Any) -> None:
 
 
 def _resources(settings: Settings):
-    from bot.resources import Resources
+    from bot.worker.resources import Resources
     return Resources(settings)
 
 
@@ -334,7 +334,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from bot.runner import run
+    from bot.worker.runner import run
     folder = Path(args.schedule_file).absolute().parent
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         # Beat would crash-loop on it until bot run gives up: say so at once.

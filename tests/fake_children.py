@@ -1,5 +1,5 @@
 """Stand-ins for Beat and the workers, for the tests of ``bot run``'s
-supervisor (bot/runner.py) that start and stop it many times: real
+supervisor (bot/worker/runner.py) that start and stop it many times: real
 processes, real signals, no Celery.
 
 ``python -m tests.fake_children child NAME [--ignore-term] [--die S CODE] [--once FILE]
@@ -10,7 +10,7 @@ exists; with ``--once FILE``: only while FILE is absent, which that first run
 creates).
 
 ``python -m tests.fake_children supervise [options] SPEC...`` runs
-:func:`bot.runner.run` over such children (SPEC: ``NAME`` or
+:func:`bot.worker.runner.run` over such children (SPEC: ``NAME`` or
 ``NAME:option,...`` with ``ignore-term``, ``die=S/CODE``, ``once=FILE``,
 ``go=FILE``). With ``--worst-moment SIGNAL``, a SIGUSR1 makes the supervisor's
 main thread raise SIGNAL right after it takes any lock, from then on: a
@@ -46,7 +46,7 @@ def child(args: argparse.Namespace) -> int:
 
 
 def _spec(text: str):
-    from bot.runner import Child
+    from bot.worker.runner import Child
     name, _, options = text.partition(":")
     argv = [sys.executable, "-m", "tests.fake_children", "child", name]
     for option in filter(None, options.split(",")):
@@ -71,7 +71,7 @@ def _arm_worst_moment(signum: int) -> None:
 
 def supervise(args: argparse.Namespace) -> int:
     from bot.logs import setup_logging
-    from bot.runner import RestartPolicy, run
+    from bot.worker.runner import RestartPolicy, run
     setup_logging("INFO", role="cli.run")
     specs = [_spec(text) for text in args.specs]
     policy = RestartPolicy(first_delay=args.first_delay, max_delay=args.first_delay * 4,

@@ -1,4 +1,4 @@
-"""The single-Beat lock (bot/scheduler.py): renewed and released only by
+"""The single-Beat lock (bot/worker/scheduler.py): renewed and released only by
 its holder; released when Beat stops cleanly, so that a Beat started right
 after starts at once; a Beat that finds the lock held says by whom and for
 how long, and waits. Real Redis (a private server) and real ``celery beat``
@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import redis
 
-from bot.scheduler import BeatLock
 from bot.storage.keys import BEAT_LOCK
+from bot.worker.scheduler import BeatLock
 from tests.e2e_support import RedisServer, Stack, wait_for
 from tests.test_logs import LINE
 

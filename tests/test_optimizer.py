@@ -261,9 +261,9 @@ def test_due_markets_until_a_run_had_candles_enough(db, database_url):
 
 
 def test_the_due_check_runs_what_is_due_until_a_run_judged(db, database_url):
-    from bot import tasks
     from bot.optimize.job import start_due_runs
-    from bot.scheduler import build_beat_schedule
+    from bot.worker import tasks
+    from bot.worker.scheduler import build_beat_schedule
     assert tasks.app.conf.task_routes["optimize_due"]["queue"] == "optimizer_queue"
     # Beat sends the check every 15 minutes (no countdown held in a worker)
     entry = build_beat_schedule(_settings(database_url))["optimize due"]

@@ -1,4 +1,4 @@
-"""`bot run` (bot/runner.py): its children's output prefixed with their
+"""`bot run` (bot/worker/runner.py): its children's output prefixed with their
 names, every line in the log format; stopped by SIGTERM or SIGINT whenever
 the signal comes; a dead child restarted while the others keep working, a
 child that keeps dying given up; no child outliving `bot run`.
@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from bot.runner import RestartPolicy, _pump
+from bot.worker.runner import RestartPolicy, _pump
 from tests.e2e_support import ROOT, RedisServer, wait_for
 from tests.fakeupbit import FakeUpbit
 from tests.test_logs import LINE

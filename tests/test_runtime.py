@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from bot.errors import LockBusy
-from bot.runtime import Runtime
+from bot.worker.runtime import Runtime
 from tests.conftest import REDIS_URL, make_settings
 
 

@@ -7,8 +7,8 @@ from datetime import timedelta
 
 from celery.schedules import crontab, schedule
 
-from bot import scheduler, tasks
-from bot.scheduler import build_beat_schedule, parse_schedule
+from bot.worker import scheduler, tasks
+from bot.worker.scheduler import build_beat_schedule, parse_schedule
 from tests.conftest import make_settings
 
 

@@ -225,8 +225,8 @@ def start_due_runs(settings: Settings, db: Database, now: datetime, *,
                    run: Callable[[str], None]) -> Due:
     """The check behind ``optimize_due``: ``run(market)`` for each market due
     and ready (:func:`due_markets`). It runs after a collect pass that
-    backfilled and every 15 minutes from Beat (``bot.tasks.OPTIMIZE_DUE_EVERY``,
-    ``bot.tasks.BACKFILL_CANDLES``), so a fresh install gets its
+    backfilled and every 15 minutes from Beat (``bot.worker.tasks.OPTIMIZE_DUE_EVERY``,
+    ``bot.worker.tasks.BACKFILL_CANDLES``), so a fresh install gets its
     first validated set as soon as its history is in, and a run too early
     for the candles does not end the retries; it costs one query per market
     once every market had a judged run within a day."""

@@ -1,4 +1,4 @@
-"""Celery Beat's schedule: started as ``celery -A bot.scheduler beat``.
+"""Celery Beat's schedule: started as ``celery -A bot.worker.scheduler beat``.
 
 Entries come from COLLECT_SCHEDULE, TRADE_SCHEDULE, RECONCILE_SCHEDULE and
 OPTIMIZE_SCHEDULE (5-field crontab in TIMEZONE, or a number of seconds), one
@@ -33,7 +33,7 @@ from celery.schedules import crontab, schedule
 from bot.config import Settings
 from bot.logs import event, set_role
 from bot.storage import keys
-from bot.tasks import OPTIMIZE_DUE_EVERY, OPTIMIZE_EXPIRES, PERIOD, SETTINGS, app
+from bot.worker.tasks import OPTIMIZE_DUE_EVERY, OPTIMIZE_EXPIRES, PERIOD, SETTINGS, app
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ class BeatLock:
 
 
 def _heartbeat() -> None:
-    from bot.runtime import runtime
+    from bot.worker.runtime import runtime
     runtime(SETTINGS).beat("beat")
 
 

@@ -1,7 +1,7 @@
 """The resources a process's jobs share: the database pool, the Upbit client,
 the exchange and the trader's context. Built lazily, on first use, so that
 importing connects nowhere. The CLI's commands use one :class:`Resources`; a
-worker's :class:`bot.runtime.Runtime` is one with Redis added."""
+worker's :class:`bot.worker.runtime.Runtime` is one with Redis added."""
 
 from __future__ import annotations
 

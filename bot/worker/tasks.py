@@ -1,7 +1,7 @@
 """Celery wiring: the app, the four tasks and their queues. No business logic:
 each task takes a per-market lock and calls one job function.
 
-Started as ``celery -A bot.tasks worker -Q collector_queue`` (or
+Started as ``celery -A bot.worker.tasks worker -Q collector_queue`` (or
 ``trader_queue``, ``optimizer_queue``). At import the settings are validated
 (exit 2 on a bad one, before connecting anywhere); before consuming, a worker
 applies migrations under the advisory lock (waiting with backoff while the
@@ -111,7 +111,7 @@ def _run_locked(lock: str, market: str, task: str, func, *args: Any) -> Any:
     """Run ``func`` holding the market's ``lock``; skip (None) when another
     run still holds it after LOCK_WAIT (a killed holder's lock expires
     within LOCK_TTL)."""
-    from bot.runtime import runtime
+    from bot.worker.runtime import runtime
     try:
         with runtime().market_lock(lock, market, wait=LOCK_WAIT.get(task, 0.0)):
             return func(*args)
@@ -132,7 +132,7 @@ def _trade_expires(candle_ts: datetime) -> float:
           max_retries=5, **_RETRY)
 def collect(self, market: str) -> dict | None:
     from bot.data.collector import collect_market, follow_up_seconds
-    from bot.runtime import runtime
+    from bot.worker.runtime import runtime
     rt = runtime()
 
     def job():
@@ -161,7 +161,7 @@ def collect(self, market: str) -> dict | None:
           soft_time_limit=LIMITS["trade"][0], time_limit=LIMITS["trade"][1],
           max_retries=3, **_RETRY)
 def trade(self, market: str, candle_ts: str | None = None) -> dict | None:
-    from bot.runtime import runtime
+    from bot.worker.runtime import runtime
     rt = runtime()
     # trade and reconcile share the lock: both change the market's orders
     outcome = _run_locked("orders", market, "trade", _trade, rt.trade_context(), market)
@@ -180,8 +180,8 @@ def _trade(ctx: Any, market: str) -> Any:
           soft_time_limit=LIMITS["reconcile"][0], time_limit=LIMITS["reconcile"][1],
           max_retries=3, **_RETRY)
 def reconcile(self, market: str | None = None) -> dict:
-    from bot.runtime import runtime
     from bot.trading.lifecycle import reconcile as reconcile_pass
+    from bot.worker.runtime import runtime
 
     def locked(name: str, job: Any) -> Any:
         return _run_locked("orders", name, "reconcile", job)
@@ -197,7 +197,7 @@ def reconcile(self, market: str | None = None) -> dict:
           max_retries=2, **_RETRY)
 def optimize(self, market: str) -> dict | None:
     from bot.optimize.job import optimize_market
-    from bot.runtime import runtime
+    from bot.worker.runtime import runtime
     rt = runtime()
     from bot.report.notify import notifier
 
@@ -219,7 +219,7 @@ def optimize_due() -> dict:
     (bot.optimize.job.start_due_runs). No countdown: a worker holding an ETA
     message dies when Redis restarts (kombu's restore_unacked)."""
     from bot.optimize.job import start_due_runs
-    from bot.runtime import runtime
+    from bot.worker.runtime import runtime
     rt = runtime()
     due = start_due_runs(rt.settings, rt.db, clock.now(),
                          run=lambda m: optimize.apply_async((m,), expires=OPTIMIZE_EXPIRES))
@@ -230,7 +230,7 @@ def optimize_due() -> dict:
           time_limit=LIMITS["daily_summary"][1])
 def daily_summary() -> dict:
     from bot.report.notify import notifier, send_daily_summary
-    from bot.runtime import runtime
+    from bot.worker.runtime import runtime
     rt = runtime()
     summary = send_daily_summary(rt.settings, rt.db, rt.exchange, notify=notifier(rt.settings))
     return {"text": summary.get("text", "")}
@@ -274,8 +274,8 @@ def wait_for_database(migrate_once, *, attempts: int | None = None, first: float
 
 @signals.celeryd_after_setup.connect
 def _worker_setup(sender: str, instance: Any, **_: Any) -> None:
-    from bot.runtime import Runtime, runtime
     from bot.storage.migrate import migrate
+    from bot.worker.runtime import Runtime, runtime
     queues = sorted(instance.app.amqp.queues.consume_from or {})
     role = "+".join(ROLES.get(q, q) for q in queues) or "worker"
     set_role(role)
@@ -302,7 +302,7 @@ def _worker_setup(sender: str, instance: Any, **_: Any) -> None:
 
 @signals.worker_ready.connect
 def _worker_ready(sender: Any, **_: Any) -> None:
-    from bot.runtime import runtime
+    from bot.worker.runtime import runtime
     role = getattr(sender.app.conf, "bot_role", "worker")
     _quiet_warm_shutdown(getattr(sender, "controller", None))
     rt = runtime(SETTINGS)
@@ -336,7 +336,7 @@ def _worker_stopped(sender: Any = None, **_: Any) -> None:
 def _task_failed(sender: Any = None, exception: BaseException | None = None,
                  args: Any = None, einfo: Any = None, **_: Any) -> None:
     from bot.report.notify import note_failure, notifier
-    from bot.runtime import runtime
+    from bot.worker.runtime import runtime
     expected = isinstance(exception, (BotError, SoftTimeLimitExceeded))
     task = getattr(sender, "name", "?")
     # A bug gets its traceback, once; an expected failure one line.
@@ -352,7 +352,7 @@ def _task_failed(sender: Any = None, exception: BaseException | None = None,
 @signals.task_success.connect
 def _task_succeeded(sender: Any = None, **_: Any) -> None:
     from bot.report.notify import note_success
-    from bot.runtime import runtime
+    from bot.worker.runtime import runtime
     args = getattr(getattr(sender, "request", None), "args", None) or ()
     with contextlib.suppress(redis.RedisError):
         note_success(runtime().redis, getattr(sender, "name", "?"), args[0] if args else None)

@@ -82,13 +82,13 @@ def children(python: str = sys.executable, schedule_file: str = "celerybeat-sche
     celery = (python, "-m", "celery", "-q")
     worker = ("worker", "--without-gossip", "--without-mingle", "-l", loglevel)
     return [
-        Child("beat", (*celery, "-A", "bot.scheduler", "beat", "-s", schedule_file, "-l",
+        Child("beat", (*celery, "-A", "bot.worker.scheduler", "beat", "-s", schedule_file, "-l",
                        loglevel)),
-        Child("collector", (*celery, "-A", "bot.tasks", *worker, "-Q", "collector_queue",
+        Child("collector", (*celery, "-A", "bot.worker.tasks", *worker, "-Q", "collector_queue",
                             "-n", "collector@%h", "-c", "1")),
-        Child("trader", (*celery, "-A", "bot.tasks", *worker, "-Q", "trader_queue",
+        Child("trader", (*celery, "-A", "bot.worker.tasks", *worker, "-Q", "trader_queue",
                          "-n", "trader@%h", "-c", "2")),
-        Child("optimizer", (*celery, "-A", "bot.tasks", *worker, "-Q", "optimizer_queue",
+        Child("optimizer", (*celery, "-A", "bot.worker.tasks", *worker, "-Q", "optimizer_queue",
                             "-n", "optimizer@%h", "-c", "1")),
     ]
 

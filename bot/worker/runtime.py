@@ -1,4 +1,4 @@
-"""A worker process's resources (:class:`bot.resources.Resources`) plus
+"""A worker process's resources (:class:`bot.worker.resources.Resources`) plus
 Redis: the per-market locks and the heartbeats. Built lazily, once per process
 (and again after a fork), so that importing never connects anywhere. No
 Celery here."""
@@ -21,8 +21,8 @@ from bot import clock
 from bot.config import Settings
 from bot.errors import LockBusy, RedisUnavailable
 from bot.logs import event
-from bot.resources import Resources
 from bot.storage import keys
+from bot.worker.resources import Resources
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ HEARTBEAT_TTL = 3600
 
 
 class Runtime(Resources):
-    """A worker process's :class:`~bot.resources.Resources`, with Redis for
+    """A worker process's :class:`~bot.worker.resources.Resources`, with Redis for
     the per-market locks and the heartbeats."""
 
     def __init__(self, settings: Settings):
