@@ -52,7 +52,7 @@ from bot.trading import strategies as st
 BUY, HOLD, SELL = 1, 0, -1  # values of BacktestResult.actions
 ACTION_NAMES = {BUY: "buy", HOLD: "hold", SELL: "sell"}
 _YEAR_SECONDS = 365 * 86_400
-_FLAT = 1e-12  # a per-bar return deviation below this is no risk taken: Sharpe 0
+FLAT_STD = 1e-12  # a per-bar return deviation below this is no risk taken: Sharpe 0
 
 
 class CandleSeries(Protocol):
@@ -322,7 +322,7 @@ def prepare(candles: CandleSeries, params: BacktestParams) -> Prepared:
                     buy_price, sell_price, day, period, a, bars_per_year(ts))
 
 
-def _prepared(candles: CandleSeries | Prepared, params: BacktestParams) -> Prepared:
+def prepared(candles: CandleSeries | Prepared, params: BacktestParams) -> Prepared:
     if isinstance(candles, Prepared):
         if candles.aggressiveness != params.aggressiveness:
             raise ValueError("prepared for a different aggressiveness")
@@ -741,7 +741,7 @@ def _sharpe(equity: np.ndarray, per_year: float) -> float:
         return 0.0
     returns = equity[1:] / equity[:-1] - 1.0
     std = float(returns.std())
-    return float(returns.mean()) / std * math.sqrt(per_year) if std > _FLAT else 0.0
+    return float(returns.mean()) / std * math.sqrt(per_year) if std > FLAT_STD else 0.0
 
 
 @dataclass(frozen=True)
@@ -771,7 +771,7 @@ def run_segments(candles: CandleSeries | Prepared,
     if not segments:
         raise ValueError("no segments")
     params = segments[0].params
-    prep = _prepared(candles, params)
+    prep = prepared(candles, params)
     n = len(prep)
     first = st.FIRST_DECISION
     scores = np.zeros(n)

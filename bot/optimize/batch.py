@@ -41,8 +41,8 @@ import numba
 import numpy as np
 
 from bot.optimize.backtest import (
-    _FLAT,
     BUY,
+    FLAT_STD,
     SELL,
     T_ASIDE,
     T_COOL,
@@ -56,7 +56,7 @@ from bot.optimize.backtest import (
     BacktestParams,
     CandleSeries,
     Prepared,
-    _prepared,
+    prepared,
 )
 from bot.trading import strategies as st
 
@@ -69,7 +69,7 @@ __all__ = ["TRIGGERS", "BatchMetrics", "BatchTrace", "evaluate_batch", "trace_ba
 _SIGNAL, _STOP, _TRAIL, _PROFIT, _ASIDE, _LOSS, _GUARD, _COOL = range(8)
 if (_SIGNAL, _STOP, _TRAIL, _PROFIT, _ASIDE, _LOSS, _GUARD, _COOL) != (
         T_SIGNAL, T_STOP, T_TRAIL, T_PROFIT, T_ASIDE, T_LOSS, T_GUARD, T_COOL):
-    raise ImportError("bot.optimize.batch's trigger codes differ from bot.optimize.backtest.TRIGGERS")
+    raise ImportError("the trigger codes of bot.optimize.batch differ from backtest.TRIGGERS")
 _TIE = 1e-12  # relative: a float this close to a rule's level counts as on it
 _NEVER = -(2**62)  # a time before every candle
 _VOLUME_UNITS = 1e8  # volumes have 8 decimals
@@ -419,7 +419,7 @@ def _metrics(raw: np.ndarray, prep: Prepared, params: BacktestParams) -> BatchMe
     mean = raw[:, _M_SUM] / max(count, 1)
     std = np.sqrt(np.maximum(raw[:, _M_SUM2] / max(count, 1) - mean * mean, 0.0))
     with np.errstate(divide="ignore", invalid="ignore"):
-        sharpe = np.where(std > _FLAT, mean / std, 0.0) * math.sqrt(prep.bars_per_year)
+        sharpe = np.where(std > FLAT_STD, mean / std, 0.0) * math.sqrt(prep.bars_per_year)
         sells = raw[:, _M_SELLS]
         win_rate = np.where(sells > 0, raw[:, _M_WINS] / sells, np.nan)
     counts = {name: np.rint(raw[:, col]).astype(np.int64) for name, col in
@@ -459,7 +459,7 @@ def evaluate_batch(candles: CandleSeries | Prepared, weight_matrix: np.ndarray,
     ``chunk`` candidates at a time (their score tables, 5.8 KB each, are the
     memory that grows with it) on ``threads`` threads (default: the usable
     cores). Neither changes a result: each candidate's loop is the same."""
-    prep = _prepared(candles, params)
+    prep = prepared(candles, params)
     st.normalise_matrix(weight_matrix)  # validation, one clear error
     weights = np.asarray(weight_matrix, dtype=np.float64)
     m = len(weights)
@@ -514,7 +514,7 @@ def trace_batch(candles: CandleSeries | Prepared, weights: Mapping[str, float] |
     """Run one candidate (``weights`` as for :func:`bot.optimize.backtest.run_backtest`;
     the overrides as one entry of :func:`evaluate_batch`'s arrays) through the
     batch evaluator's compiled loop, recording every bar and fill."""
-    prep = _prepared(candles, params)
+    prep = prepared(candles, params)
     n = len(prep)
     cands = _candidates(1, params, prep.period, _one(threshold), _one(cooldown),
                         _one(stop_loss), _one(trailing_stop), _one(take_profit))
