@@ -61,7 +61,7 @@ def plot_paths(path: str | os.PathLike[str],
 def install_hint() -> str:
     """The command that installs matplotlib for this copy of the bot: the
     ``plot`` extra of the checkout it runs from, else of the installed package."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # bot/optimize/plot.py -> the checkout
     if (root / "pyproject.toml").is_file():
         target = "." if Path.cwd().resolve() == root else str(root)
         return f"pip install -e '{target}[plot]'"
