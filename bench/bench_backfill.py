@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from daemon_support import admin, dsn_for, max_in_window  # noqa: E402
 
-from bot import collector  # noqa: E402
+from bot.data import collector  # noqa: E402
 from bot.exchange.upbit import UpbitClient  # noqa: E402
 from bot.storage import Database  # noqa: E402
 from bot.storage import candles as store  # noqa: E402

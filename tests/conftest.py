@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 
 import pytest
 
@@ -75,14 +75,3 @@ def make_settings(database_url: str = "postgresql://postgres@127.0.0.1:5432/post
     }
     env.update({k.upper(): str(v) for k, v in overrides.items()})
     return load_settings(env)
-
-
-@pytest.fixture
-def settings_factory(database_url: str):
-    def build(**overrides: str) -> Settings:
-        return make_settings(database_url, **overrides)
-    return build
-
-
-def env_of(settings_env: Mapping[str, str]) -> dict[str, str]:
-    return dict(settings_env)

@@ -116,7 +116,8 @@ def test_the_install_hint_fits_the_copy(monkeypatch, tmp_path):
     assert plot.install_hint() == "pip install -e '.[plot]'"
     monkeypatch.chdir(tmp_path)
     assert plot.install_hint() == f"pip install -e '{ROOT}[plot]'"
-    installed = tmp_path / "site-packages" / "bot" / "optimize" / "plot.py"  # no pyproject.toml above it
+    # An installed copy: no pyproject.toml above it.
+    installed = tmp_path / "site-packages" / "bot" / "optimize" / "plot.py"
     monkeypatch.setattr(plot, "__file__", str(installed))
     assert plot.install_hint() == "pip install 'upbit-bot[plot]'"
 
