@@ -55,12 +55,12 @@ def scratch_database(admin_dsn: str, prefix: str) -> Iterator[str]:
 
 def worker_args(queue: str, node: str, concurrency: int) -> list[str]:
     """``celery worker`` as bin/docker-compose.yaml starts it."""
-    return ["-A", "bot.worker.tasks", "worker", "-Q", queue, "-n", node, "-c", str(concurrency),
+    return ["-A", "bot.worker.app", "worker", "-Q", queue, "-n", node, "-c", str(concurrency),
             "--without-gossip", "--without-mingle", "-l", "INFO"]
 
 
 def beat_args(schedule_file: Path) -> list[str]:
-    return ["-A", "bot.worker.scheduler", "beat", "-s", str(schedule_file), "-l", "INFO"]
+    return ["-A", "bot.worker.app", "beat", "-s", str(schedule_file), "-l", "INFO"]
 
 
 class Processes:

@@ -171,10 +171,10 @@ class TcpProxy:
 
 
 ROLES = {
-    "collector": ("-A", "bot.worker.tasks", "worker", "-Q", "collector_queue"),
-    "trader": ("-A", "bot.worker.tasks", "worker", "-Q", "trader_queue"),
-    "optimizer": ("-A", "bot.worker.tasks", "worker", "-Q", "optimizer_queue"),
-    "beat": ("-A", "bot.worker.scheduler", "beat"),
+    "collector": ("-A", "bot.worker.app", "worker", "-Q", "collector_queue"),
+    "trader": ("-A", "bot.worker.app", "worker", "-Q", "trader_queue"),
+    "optimizer": ("-A", "bot.worker.app", "worker", "-Q", "optimizer_queue"),
+    "beat": ("-A", "bot.worker.app", "beat"),
 }
 
 

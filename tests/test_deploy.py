@@ -49,10 +49,10 @@ def test_workers_from_one_image_with_healthchecks_and_the_seed_commands():
         command = service["command"]
         if name in queues:
             # -q: no banners, every line in the log format (as under bot run)
-            assert command[:5] == ["celery", "-q", "-A", "bot.worker.tasks", "worker"]
+            assert command[:5] == ["celery", "-q", "-A", "bot.worker.app", "worker"]
             assert command[command.index("-Q") + 1] == queues[name]
         else:
-            assert command[:5] == ["celery", "-q", "-A", "bot.worker.scheduler", "beat"]
+            assert command[:5] == ["celery", "-q", "-A", "bot.worker.app", "beat"]
             assert any(v.startswith("beat:") for v in service["volumes"])
 
 
@@ -81,7 +81,7 @@ def test_readme_gives_the_compose_command():
 def test_worker_with_a_bad_setting_exits_2_before_connecting(tmp_path):
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "THRESHOLD": "abc",
            "CELERY_BROKER_URL": "redis://127.0.0.1:1/0"}
-    done = subprocess.run([sys.executable, "-m", "celery", "-A", "bot.worker.tasks", "worker", "-Q",
+    done = subprocess.run([sys.executable, "-m", "celery", "-A", "bot.worker.app", "worker", "-Q",
                            "trader_queue"], env=env, cwd=tmp_path, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 2

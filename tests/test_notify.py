@@ -18,6 +18,9 @@ from redis.retry import Retry
 
 from bot.exchange.paper import PaperExchange
 from bot.report import notify as notify_mod
+from bot.report.daily import send_daily_summary
+from bot.report.failures import note_failure, note_success
+from bot.report.messages import format_message, repeated_failure
 from bot.storage import orders as order_store
 from bot.trading.lifecycle import TradeContext
 from bot.trading.trader import order_identifier, trade_market
@@ -55,7 +58,7 @@ FILLED = {"market": M, "side": "bid", "price": D("160000"), "volume": D("6.24375
 
 
 def test_messages_are_short_and_human():
-    fmt = notify_mod.format_message
+    fmt = format_message
     assert fmt("order.filled", FILLED) == (
         "[paper] KRW-BTC BUY filled: 6.24375624 BTC at 160,000 KRW = 998,001 KRW (fee 500)")
     assert fmt("order.cancelled", {"market": M, "side": "ask", "price": D("99900"),
@@ -71,7 +74,7 @@ def test_messages_are_short_and_human():
     assert fmt("job.failing", {"task": "collect", "market": M, "failures": 3,
                                "error": "ExchangeTemporaryError", "detail": "HTTP 503"}) == (
         "[paper] collect KRW-BTC has failed 3 times in a row: ExchangeTemporaryError: HTTP 503")
-    assert notify_mod.repeated_failure("optimize", 5, "MemoryError") == (
+    assert repeated_failure("optimize", 5, "MemoryError") == (
         "optimize has failed 5 times in a row: MemoryError")
     # an event without a format still says what it is; a broken field does not lose it
     assert fmt("something.new", {"a": 1}) == "[paper] something.new: a=1"
@@ -87,7 +90,7 @@ def test_telegram_and_webhook_receive_the_message():
     with captured_logs("json") as out:
         notify("order.filled", **FILLED)
         assert notify_mod.flush(10)
-    text = notify_mod.format_message("order.filled", FILLED)
+    text = format_message("order.filled", FILLED)
     assert _bodies(responses.calls, "https://api.telegram.org") == [
         {"chat_id": CHAT, "text": text, "disable_web_page_preview": True}]
     assert _bodies(responses.calls, WEBHOOK) == [{"text": text}]
@@ -244,17 +247,17 @@ def test_a_job_failing_repeatedly_notifies_once_per_streak(redis_client):
     def notify(name, **fields):
         sent.append((name, fields))
 
-    counts = [notify_mod.note_failure(settings, redis_client, notify, "test-collect", M,
-                                      "ExchangeTemporaryError", "HTTP 503") for _ in range(5)]
+    counts = [note_failure(settings, redis_client, notify, "test-collect", M,
+                           "ExchangeTemporaryError", "HTTP 503") for _ in range(5)]
     assert counts == [1, 2, 3, 4, 5]
     assert sent == [("job.failing", {"task": "test-collect", "market": M, "failures": 3,
                                      "error": "ExchangeTemporaryError", "detail": "HTTP 503"})]
-    notify_mod.note_success(redis_client, "test-collect", M)
-    assert notify_mod.note_failure(settings, redis_client, notify, "test-collect", M, "E") == 1
+    note_success(redis_client, "test-collect", M)
+    assert note_failure(settings, redis_client, notify, "test-collect", M, "E") == 1
     dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2,
                        retry=Retry(NoBackoff(), 0))
-    assert notify_mod.note_failure(settings, dead, notify, "test-collect", M, "E") == 0
-    notify_mod.note_success(dead, "test-collect", M)  # no exception either
+    assert note_failure(settings, dead, notify, "test-collect", M, "E") == 0
+    note_success(dead, "test-collect", M)  # no exception either
 
 
 def test_daily_summary_reports_the_last_24_hours(db, database_url):
@@ -270,8 +273,8 @@ def test_daily_summary_reports_the_last_24_hours(db, database_url):
     clock.advance(minutes=1)
     trade_market(ctx, M)
     sent = []
-    report = notify_mod.send_daily_summary(settings, db, exchange, now=clock(),
-                                           notify=lambda n, **f: sent.append((n, f)))
+    report = send_daily_summary(settings, db, exchange, now=clock(),
+                                notify=lambda n, **f: sent.append((n, f)))
     assert report["trades"] == 1 and report["realised"] == 0
     assert report["fees"] == D("160000") * D("6.24375624") * D("0.0005")
     assert report["equity"] > 0 and report["return_pct"] is not None
@@ -280,4 +283,4 @@ def test_daily_summary_reports_the_last_24_hours(db, database_url):
     assert "against buy-and-hold" in report["text"]
     (name, fields), = sent
     assert name == "daily.summary" and fields["trades"] == 1
-    assert notify_mod.format_message(name, fields) == "[paper] " + report["text"]
+    assert format_message(name, fields) == "[paper] " + report["text"]

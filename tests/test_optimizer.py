@@ -13,8 +13,8 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
+from bot.exchange.factory import make_exchange
 from bot.exchange.paper import PaperExchange
-from bot.exchange.protocol import make_exchange
 from bot.models import Candle
 from bot.optimize.job import due_markets, enough_candles, optimize_market
 from bot.storage import Database
@@ -212,13 +212,14 @@ def test_stand_aside_is_recorded_notified_once_and_lifted_by_an_adoption(db, dat
 
 def _status(settings, db, at):
     from bot.report import status
+    from bot.report.render import render
     got = status.collect(settings, db, make_exchange(settings, db, view=True), {},
                          now=at + timedelta(minutes=2), wall=0.0)
-    return status.render(got), got["markets"]
+    return render(got), got["markets"]
 
 
 def test_the_stand_aside_and_adoption_messages():
-    from bot.report.notify import format_message
+    from bot.report.messages import format_message
     assert format_message("weights.stood_aside", {
         "market": M, "version": 3, "holdout_return": -0.0345, "reason": "r"}) == (
         "[paper] KRW-BTC: standing aside: no new buys until the optimizer adopts a parameter"
@@ -262,14 +263,15 @@ def test_due_markets_until_a_run_had_candles_enough(db, database_url):
 
 def test_the_due_check_runs_what_is_due_until_a_run_judged(db, database_url):
     from bot.optimize.job import start_due_runs
-    from bot.worker import tasks
+    from bot.worker.app import app
     from bot.worker.scheduler import build_beat_schedule
-    assert tasks.app.conf.task_routes["optimize_due"]["queue"] == "optimizer_queue"
+    from bot.worker.timing import optimize_due_every
+    assert app.conf.task_routes["optimize_due"]["queue"] == "optimizer_queue"
     # Beat sends the check every 15 minutes (no countdown held in a worker)
     entry = build_beat_schedule(_settings(database_url))["optimize due"]
     assert entry["task"] == "optimize_due"
-    assert entry["schedule"].run_every == timedelta(seconds=tasks.OPTIMIZE_DUE_EVERY)
-    assert tasks.OPTIMIZE_DUE_EVERY == 900.0  # the test clock runs at real speed
+    assert entry["schedule"].run_every == timedelta(seconds=optimize_due_every())
+    assert optimize_due_every() == 900.0  # the test clock runs at real speed
     settings = _settings(database_url, OPTIMIZE_LOOKBACK_DAYS="5")
     history = synthetic(3000, 0)
     newest = type(history)(*(getattr(history, f)[-400:] for f in

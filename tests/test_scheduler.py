@@ -7,17 +7,19 @@ from datetime import timedelta
 
 from celery.schedules import crontab, schedule
 
-from bot.worker import scheduler, tasks
+from bot.worker import tasks, timing
+from bot.worker.app import app
 from bot.worker.scheduler import build_beat_schedule, parse_schedule
 from tests.conftest import make_settings
 
 
 def test_tasks_are_routed_to_their_queues():
-    routes = tasks.app.conf.task_routes
+    routes = app.conf.task_routes
     assert routes["collect"]["queue"] == "collector_queue"
     assert routes["trade"]["queue"] == routes["reconcile"]["queue"] == "trader_queue"
     assert routes["optimize"]["queue"] == "optimizer_queue"
-    assert tasks.app.conf.worker_prefetch_multiplier == 1
+    assert app.conf.worker_prefetch_multiplier == 1
+    assert tasks.collect.app is app
 
 
 def test_only_idempotent_tasks_are_acked_late():
@@ -28,8 +30,10 @@ def test_only_idempotent_tasks_are_acked_late():
 
 def test_every_task_has_time_limits_and_retries_only_temporary_errors():
     from bot.errors import TemporaryError
-    for task in (tasks.collect, tasks.trade, tasks.reconcile, tasks.optimize):
+    for task in (tasks.collect, tasks.trade, tasks.reconcile, tasks.optimize,
+                 tasks.optimize_due, tasks.daily_summary):
         assert 0 < task.soft_time_limit < task.time_limit
+    for task in (tasks.collect, tasks.trade, tasks.reconcile, tasks.optimize):
         assert task.autoretry_for == (TemporaryError,)
         assert task.retry_backoff and task.max_retries >= 1
 
@@ -53,10 +57,16 @@ def test_beat_schedule_has_an_entry_per_market_and_every_entry_expires():
     for name, entry in entries.items():
         assert entry["options"]["expires"] > 0, name
     # a trade not consumed within its period is dropped, not run late
-    assert entries["trade KRW-BTC"]["options"]["expires"] == min(20.0, tasks.PERIOD)
-    assert entries["collect KRW-BTC"]["options"]["expires"] == tasks.PERIOD
+    period = timing.period(settings)
+    assert entries["trade KRW-BTC"]["options"]["expires"] == min(20.0, period)
+    assert entries["collect KRW-BTC"]["options"]["expires"] == period
     assert entries["optimize KRW-BTC"]["options"]["expires"] == 3 * 3600
-    assert scheduler.app is tasks.app
+
+
+def test_the_time_limits_follow_the_backfill_size():
+    small = timing.limits(make_settings(BACKFILL_MAX_CANDLES="200"))["collect"]
+    large = timing.limits(make_settings(BACKFILL_MAX_CANDLES="200000"))["collect"]
+    assert small == (45.0, 55.0) and large == (230.0, 240.0)
 
 
 def test_overdue_crontab_runs_once_after_downtime():

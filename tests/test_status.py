@@ -21,13 +21,15 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from bot import clock
+from bot.exchange.factory import make_exchange
 from bot.exchange.paper import PaperExchange
-from bot.exchange.protocol import make_exchange
 from bot.exchange.upbit import UpbitClient
 from bot.jsonout import jsonable
 from bot.models import Balance, FillRow
 from bot.optimize.job import optimize_market
 from bot.report import status
+from bot.report.render import render
+from bot.report.text import when_text
 from bot.storage import Database
 from bot.storage import orders as order_store
 from bot.trading import accounting
@@ -137,7 +139,7 @@ def test_empty_database(db, database_url):
     assert market["position"]["volume"] == 0 and market["open_orders"] == []
     assert market["weights"]["version"] is None and market["optimizer"] is None
     assert got["account"]["equity"] == D("1000000") and got["account"]["return_pct"] is None
-    screen = status.render(got)
+    screen = render(got)
     assert "mode paper" in screen and "5 PROBLEM(S)" in screen
     assert "candle   none stored" in screen and "collector SILENT (never)" in screen
     assert "no trading yet" in screen
@@ -178,12 +180,12 @@ def test_healthy_screen_answers_is_it_working_and_am_i_making_money(db, database
     assert account["buy_and_hold_pct"] == round(float((held / 1_000_000 - 1) * 100), 3)
     assert account["return_pct"] < 0
     assert all(w["ok"] for w in got["workers"].values())
-    screen = status.render(got)
+    screen = render(got)
     assert screen.splitlines()[0].endswith("mode paper   trading on   OK")
     for fragment in ("account    equity ", "buy-and-hold ", "position 6.24375624 BTC",
                      "avg entry 160,000", "orders   ask 6.24375624 @ ", "decision 01-05 ",
                      "SELL score -", "collector 5 s ago", "problems   none",
-                     "optimizer " + status.when(m["optimizer"]["at"])):
+                     "optimizer " + when_text(m["optimizer"]["at"])):
         assert fragment in screen, fragment
     data = json.loads(json.dumps(jsonable(got)))
     assert data["ok"] is True and data["markets"][0]["position"]["volume"] == "6.24375624"
@@ -218,7 +220,7 @@ def test_unhealthy_stale_candles_silent_worker_and_the_loss_limit(db, database_u
     assert m["pnl"]["realised_total"] == sell[3] - sell[4] - buy_cost
     assert m["pnl"]["trades_total"] == 2 and m["position"]["volume"] == 0
     assert got["pnl"]["realised_today"] == m["pnl"]["realised_total"]
-    screen = status.render(got)
+    screen = render(got)
     assert "HALTED by the loss limit" in screen and "STALE" in screen
     assert "trader SILENT (75 s ago)" in screen and "4 PROBLEM(S)" in screen
 
@@ -234,7 +236,7 @@ def test_live_exchange_out_of_reach_is_a_problem_not_a_crash(db, database_url):
     (problem,) = got["problems"]
     assert problem.startswith("exchange unreachable: ExchangeTemporaryError")
     assert got["markets"][0]["position"] is None
-    screen = status.render(got)
+    screen = render(got)
     assert "mode LIVE" in screen
     assert "balances unknown, exchange unreachable: ExchangeTemporaryError" in screen
     assert "position unknown (no balances from the exchange)" in screen
@@ -262,7 +264,7 @@ def test_database_or_redis_out_of_reach(database_url):
     assert got["ok"] is False and got["database"] == "unavailable"
     assert got["problems"][0].startswith("database unavailable")
     assert got["problems"][1] == "heartbeats unknown: redis unavailable: x"
-    assert "database unavailable" in status.render(got)
+    assert "database unavailable" in render(got)
 
 
 def test_kill_switch_shows_but_is_not_a_problem(db, database_url):
@@ -270,7 +272,7 @@ def test_kill_switch_shows_but_is_not_a_problem(db, database_url):
     store_closes(db, M, RISING)
     got = _collect(settings, db, exchange, clk)
     assert got["ok"] is True and got["trading_enabled"] is False
-    assert "KILL SWITCH: trading off (TRADING_ENABLED=false)   OK" in status.render(got)
+    assert "KILL SWITCH: trading off (TRADING_ENABLED=false)   OK" in render(got)
 
 
 # --- heartbeats and `bot health` ------------------------------------------------------

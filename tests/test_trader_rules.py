@@ -343,9 +343,10 @@ def test_the_decision_log_line_names_the_trigger(bars, caplog):
 
 def _status(b: Bars) -> tuple[dict, str]:
     from bot.report import status
+    from bot.report.render import render
     got = status.collect(b.settings, b.db, PaperAccountView(b.db, D(1_000_000)), {},
                          now=b.clock(), wall=0.0)
-    return got["markets"][0], status.render(got)
+    return got["markets"][0], render(got)
 
 
 def test_status_shows_the_position_s_entry_peak_and_exit_levels(bars):

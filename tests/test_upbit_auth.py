@@ -16,7 +16,8 @@ import pytest
 import responses
 
 from bot.errors import AuthError
-from bot.exchange.upbit import build_query
+from bot.exchange.transport import build_query
+from bot.exchange.upbit import UpbitClient
 from tests.upbit_fakes import ACCESS, BASE, SECRET, FakeClock, make_client, order_json
 
 # Upbit's secrets are 40 bytes; PyJWT would warn about it when the test verifies.
@@ -140,8 +141,7 @@ def test_public_calls_carry_no_authorization(server: responses.RequestsMock) -> 
 def test_private_call_without_keys_sends_nothing(server: responses.RequestsMock,
                                                  keys: tuple[str, str]) -> None:
     clock = FakeClock()
-    client = make_client(clock, keys=False)
-    client._access_key, client._secret_key = keys
+    client = UpbitClient(BASE, *keys, sleep=clock.sleep, monotonic=clock.monotonic)
     with pytest.raises(AuthError):
         client.balances()
     with pytest.raises(AuthError):

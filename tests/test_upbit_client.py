@@ -33,6 +33,7 @@ from bot.errors import (
 )
 from bot.exchange.ratelimit import GROUP_LIMITS, parse_remaining, route_group
 from bot.exchange.upbit import UpbitClient
+from bot.exchange.upbit_errors import error_class, error_fields
 from bot.models import Balance
 from tests.upbit_fakes import (
     ACCESS,
@@ -357,7 +358,7 @@ def test_500_then_success(server: responses.RequestsMock, client: UpbitClient,
                           clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
     server.get(CANDLES, body="<html>502 Bad Gateway</html>", status=502)
     server.get(CANDLES, json=[candle_json(1)])
-    with caplog.at_level(logging.WARNING, logger="bot.exchange.upbit"):
+    with caplog.at_level(logging.WARNING, logger="bot.exchange.transport"):
         assert len(client.candles("KRW-BTC")) == 1
     assert len(server.calls) == 2 and len(clock.sleeps) == 1
     (record,) = [r for r in caplog.records if getattr(r, "event", "") == "upbit.retry"]
@@ -671,13 +672,13 @@ def test_from_settings_uses_base_keys_and_timeout(server: responses.RequestsMock
                               "UPBIT_SECRET_KEY": SECRET, "UPBIT_TIMEOUT_SECONDS": "7.5"})
     seen: list[Any] = []
     client = UpbitClient.from_settings(settings)
-    original = client._session.request
+    original = client._transport.session.request
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         seen.append(kwargs["timeout"])
         return original(*args, **kwargs)
 
-    client._session.request = spy  # type: ignore[method-assign]
+    client._transport.session.request = spy  # type: ignore[method-assign]
     server.get(f"{BASE}/v1/accounts", json=[])
     assert client.balances() == []
     assert seen == [(3.05, 7.5)]
@@ -694,3 +695,27 @@ def test_markets_and_ticker_must_be_lists_of_objects(server: responses.RequestsM
         client.markets()
     with pytest.raises(MalformedResponse):
         client.ticker(["KRW-BTC"])
+
+
+@pytest.mark.parametrize(("status", "name", "method", "expected"), [
+    (400, "insufficient_funds_bid", "POST", InsufficientFunds),
+    (404, "404", "GET", NotFound),
+    (401, "some_new_name", "GET", AuthError),
+    (503, "server_error", "GET", ExchangeTemporaryError),
+    (503, "server_error", "POST", OrderSubmitUnknown),
+    (400, "", "GET", ExchangeError),
+    (429, None, "GET", RateLimited),
+    (418, None, "DELETE", Banned),
+    (502, None, "GET", ExchangeTemporaryError),
+    (200, None, "GET", MalformedResponse),
+    (200, None, "POST", OrderSubmitUnknown),
+])
+def test_error_class_table(status: int, name: str | None, method: str,
+                           expected: type[ExchangeError]) -> None:
+    assert error_class(status, name, method) is expected
+
+
+def test_error_fields_reads_only_upbits_shape() -> None:
+    assert error_fields(upbit_error("nonce_used", "again")) == ("nonce_used", "again")
+    assert error_fields({"error": {"name": 404}}) == ("404", "")
+    assert error_fields({"error": "flat"}) is None and error_fields(["x"]) is None

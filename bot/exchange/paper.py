@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from bot import clock
 from bot.errors import InsufficientFunds, InvalidOrder, OrderNotFound
@@ -35,6 +36,11 @@ from bot.rules import fill_price
 from bot.storage import Database
 from bot.storage import paper as store
 
+if TYPE_CHECKING:
+    from psycopg2.extensions import cursor as Cursor
+
+    from bot.config import Settings
+
 DUPLICATE_IDENTIFIER = "duplicate_identifier"
 
 
@@ -43,6 +49,8 @@ def _refuse(cls: type[InvalidOrder], name: str, message: str) -> InvalidOrder:
 
 
 class PaperExchange:
+    """A simulated Upbit account in the database (see the module docstring)."""
+
     def __init__(self, db: Database, *, start_krw: Decimal, fee_rate: Decimal,
                  min_order_krw: Decimal, unit: int = 1,
                  now: Callable[[], datetime] = clock.now):
@@ -55,7 +63,7 @@ class PaperExchange:
         self.now = now
 
     @classmethod
-    def from_settings(cls, settings, db: Database) -> PaperExchange:
+    def from_settings(cls, settings: Settings, db: Database) -> PaperExchange:
         return cls(db, start_krw=settings.paper_start_krw, fee_rate=settings.fee_rate,
                    min_order_krw=settings.min_order_krw, unit=settings.unit)
 
@@ -147,7 +155,8 @@ class PaperExchange:
             # Stamped inside the candle that filled it (its bar, bot/storage/positions.py).
             self._fill(cur, row, price, traded_at=max(candle.ts, row.created_at))
 
-    def _fill(self, cur, row: store.PaperOrderRow, price: Decimal, traded_at: datetime) -> None:
+    def _fill(self, cur: Cursor, row: store.PaperOrderRow, price: Decimal,
+              traded_at: datetime) -> None:
         funds = price * row.volume
         fee = funds * self.fee_rate
         coin = coin_of(row.market)
@@ -172,7 +181,7 @@ class PaperExchange:
         store.insert_paper_fill(cur, row.uuid, trade, fee)
         store.finish_order(cur, row.uuid, state="done", executed_volume=row.volume, paid_fee=fee)
 
-    def _release(self, cur, row: store.PaperOrderRow) -> None:
+    def _release(self, cur: Cursor, row: store.PaperOrderRow) -> None:
         currency = "KRW" if row.side == "bid" else coin_of(row.market)
         funds = store.lock_balance(cur, currency)
         store.save_balance(cur, replace(funds, balance=funds.balance + row.reserved,

@@ -1,19 +1,16 @@
 """The one small interface the trader talks to, implemented by the live Upbit
 client (:class:`bot.exchange.upbit.UpbitClient`) and by the paper exchange
-(:class:`bot.exchange.paper.PaperExchange`). Everything above it is shared by paper and
-live trading line for line."""
+(:class:`bot.exchange.paper.PaperExchange`), and the balance look-ups on what
+it returns. Everything above it is shared by paper and live trading line for
+line; which implementation runs is :func:`bot.exchange.factory.make_exchange`'s
+choice."""
 
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from bot.models import Balance, Order
-
-if TYPE_CHECKING:
-    from bot.config import Settings
-    from bot.exchange.upbit import UpbitClient
-    from bot.storage import Database
 
 
 class Exchange(Protocol):
@@ -35,26 +32,6 @@ class Exchange(Protocol):
 
     def cancel_order(self, *, uuid: str | None = None, identifier: str | None = None) -> Order:
         ...
-
-
-def make_exchange(settings: Settings, db: Database, *, upbit: UpbitClient | None = None,
-                  view: bool = False) -> Exchange:
-    """The one choice of exchange: the live Upbit client when TRADING_MODE=live
-    (``upbit`` when given, so that one process shares one client and its rate
-    limiter), else the paper exchange.
-
-    ``view`` is for looking only (``bot status``, the daily summary from the
-    CLI): a live client that gives up within seconds, or the paper account as
-    stored, which never settles an order."""
-    if settings.live:
-        if upbit is not None:
-            return upbit
-        from bot.exchange.upbit import UpbitClient
-        return UpbitClient.from_settings(settings, quick=view)
-    from bot.exchange.paper import PaperAccountView, PaperExchange
-    if view:
-        return PaperAccountView(db, settings.paper_start_krw)
-    return PaperExchange.from_settings(settings, db)
 
 
 def free_balance(balances: list[Balance], currency: str) -> Decimal:

@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 
@@ -48,6 +48,9 @@ from bot import rules
 from bot.money import AGGRESSIVENESS_DECIMALS, KRW_TICKS, floor_volume, round_price
 from bot.rules import ExitRules, GuardRules
 from bot.trading import strategies as st
+
+if TYPE_CHECKING:  # the type only: the engine imports no configuration ("Pure" above)
+    from bot.config import Settings
 
 BUY, HOLD, SELL = 1, 0, -1  # values of BacktestResult.actions
 ACTION_NAMES = {BUY: "buy", HOLD: "hold", SELL: "sell"}
@@ -57,13 +60,26 @@ FLAT_STD = 1e-12  # a per-bar return deviation below this is no risk taken: Shar
 
 class CandleSeries(Protocol):
     """Anything with ``ts`` (epoch seconds) and ``open/high/low/close`` arrays,
-    oldest first, e.g. :class:`bot.storage.candles.CandleArrays`."""
+    oldest first, e.g. :class:`bot.models.CandleArrays`. Read-only, so that
+    frozen dataclasses qualify."""
 
-    ts: Any
-    open: Any
-    high: Any
-    low: Any
-    close: Any
+    @property
+    def ts(self) -> np.ndarray: ...
+    @property
+    def open(self) -> np.ndarray: ...
+    @property
+    def high(self) -> np.ndarray: ...
+    @property
+    def low(self) -> np.ndarray: ...
+    @property
+    def close(self) -> np.ndarray: ...
+
+
+class SizedCandles(CandleSeries, Protocol):
+    """A :class:`CandleSeries` that knows its number of candles, as
+    :class:`bot.models.CandleArrays` and :class:`Prepared` do."""
+
+    def __len__(self) -> int: ...
 
 
 # --- parameters ------------------------------------------------------------------
@@ -118,7 +134,7 @@ class BacktestParams:
                              f"{AGGRESSIVENESS_DECIMALS} decimals")
 
     @classmethod
-    def from_settings(cls, settings: Any) -> BacktestParams:
+    def from_settings(cls, settings: Settings) -> BacktestParams:
         """From :class:`bot.config.Settings`: every setting of the same name,
         PAPER_START_KRW as the cash."""
         return cls(threshold=float(settings.threshold),

@@ -31,11 +31,11 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 import numba
 import numpy as np
@@ -60,6 +60,9 @@ from bot.optimize.backtest import (
 )
 from bot.trading import strategies as st
 
+if TYPE_CHECKING:  # types only
+    from numpy.typing import ArrayLike
+
 __all__ = ["TRIGGERS", "BatchMetrics", "BatchTrace", "evaluate_batch", "trace_batch",
            "warm_up"]
 
@@ -83,14 +86,19 @@ _N_METRICS = 12
 (_C_FIRST, _C_GUARD_EXITS, _C_GUARD_WINDOW, _C_GUARD_PAUSE, _C_ASIDE) = range(5)
 
 
-def _jit(fn: Any) -> Any:
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _jit(fn: _F) -> _F:
     """Compile ``fn`` in nopython mode, without the GIL, cached on disk. With
     no writable cache folder at all (read-only package, no NUMBA_CACHE_DIR,
     no writable home) numba refuses ``cache=True``: compile per process then."""
+    # numba's dispatcher is callable with fn's arguments, but numba does not
+    # type it as such.
     try:
-        return numba.njit(cache=True, nogil=True)(fn)
+        return cast(_F, numba.njit(cache=True, nogil=True)(fn))
     except RuntimeError:
-        return numba.njit(nogil=True)(fn)
+        return cast(_F, numba.njit(nogil=True)(fn))
 
 
 # --- the compiled loop --------------------------------------------------------------
@@ -291,12 +299,13 @@ class _Candidates:
     trail_mul: np.ndarray
     profit_mul: np.ndarray
 
-    def slice(self, a: int, b: int) -> tuple[np.ndarray, ...]:
+    def slice(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                              np.ndarray]:
         return (self.thresholds[a:b], self.cooldown_s[a:b], self.stop_mul[a:b],
                 self.trail_mul[a:b], self.profit_mul[a:b])
 
 
-def _column(name: str, values: Any, default: float, m: int) -> np.ndarray:
+def _column(name: str, values: ArrayLike | None, default: float, m: int) -> np.ndarray:
     """A per-candidate array of ``m`` floats (``default`` for all if None)."""
     if values is None:
         return np.full(m, float(default))
@@ -322,8 +331,10 @@ def _level_multipliers(pct: np.ndarray, below: bool) -> np.ndarray:
         return np.where(pct > 0, (1.0 + pct / 100.0) * (1.0 - _TIE), np.inf)
 
 
-def _candidates(m: int, params: BacktestParams, period: int, thresholds: Any, cooldowns: Any,
-                stop_losses: Any, trailing_stops: Any, take_profits: Any) -> _Candidates:
+def _candidates(m: int, params: BacktestParams, period: int, thresholds: ArrayLike | None,
+                cooldowns: ArrayLike | None, stop_losses: ArrayLike | None,
+                trailing_stops: ArrayLike | None,
+                take_profits: ArrayLike | None) -> _Candidates:
     thr = _column("thresholds", thresholds, params.threshold, m)
     cool = _column("cooldowns", cooldowns, params.cooldown_candles, m)
     stop = _column("stop_losses", stop_losses, params.stop_loss_pct, m)
@@ -353,19 +364,35 @@ def _constants(prep: Prepared, params: BacktestParams) -> tuple[np.ndarray, np.n
     return cf, ci
 
 
-def _market(prep: Prepared) -> tuple[np.ndarray, ...]:
+class _Market(NamedTuple):
+    """The per-bar arguments of the kernel, in its argument order."""
+
+    ts: np.ndarray
+    close: np.ndarray
+    codes: np.ndarray
+    buy_fill: np.ndarray
+    buy_price: np.ndarray
+    sell_fill: np.ndarray
+    sell_price: np.ndarray
+    bid: np.ndarray
+    ask: np.ndarray
+    day: np.ndarray
+
+
+def _market(prep: Prepared) -> _Market:
     """The per-bar arrays of the kernel, in its argument order and dtypes (one
     compiled version for every call)."""
     f8 = np.float64
-    return (np.ascontiguousarray(prep.ts, dtype=np.int64),
-            np.ascontiguousarray(prep.close, dtype=f8),
-            np.ascontiguousarray(prep.codes, dtype=np.int16),
-            np.ascontiguousarray(prep.buy_fill, dtype=np.bool_),
-            np.ascontiguousarray(prep.buy_price, dtype=f8),
-            np.ascontiguousarray(prep.sell_fill, dtype=np.bool_),
-            np.ascontiguousarray(prep.sell_price, dtype=f8),
-            np.ascontiguousarray(prep.bid, dtype=f8), np.ascontiguousarray(prep.ask, dtype=f8),
-            np.ascontiguousarray(prep.day, dtype=np.int64))
+    return _Market(np.ascontiguousarray(prep.ts, dtype=np.int64),
+                   np.ascontiguousarray(prep.close, dtype=f8),
+                   np.ascontiguousarray(prep.codes, dtype=np.int16),
+                   np.ascontiguousarray(prep.buy_fill, dtype=np.bool_),
+                   np.ascontiguousarray(prep.buy_price, dtype=f8),
+                   np.ascontiguousarray(prep.sell_fill, dtype=np.bool_),
+                   np.ascontiguousarray(prep.sell_price, dtype=f8),
+                   np.ascontiguousarray(prep.bid, dtype=f8),
+                   np.ascontiguousarray(prep.ask, dtype=f8),
+                   np.ascontiguousarray(prep.day, dtype=np.int64))
 
 
 # --- results -------------------------------------------------------------------------
@@ -444,9 +471,10 @@ def _threads(threads: int | None) -> int:
 
 
 def evaluate_batch(candles: CandleSeries | Prepared, weight_matrix: np.ndarray,
-                   params: BacktestParams, *, thresholds: Any = None, cooldowns: Any = None,
-                   stop_losses: Any = None, trailing_stops: Any = None,
-                   take_profits: Any = None, chunk: int = 1024,
+                   params: BacktestParams, *, thresholds: ArrayLike | None = None,
+                   cooldowns: ArrayLike | None = None, stop_losses: ArrayLike | None = None,
+                   trailing_stops: ArrayLike | None = None,
+                   take_profits: ArrayLike | None = None, chunk: int = 1024,
                    threads: int | None = None) -> BatchMetrics:
     """Evaluate every row of ``weight_matrix`` (``(m, 6)``, columns in
     ``SIGNAL_NAMES`` order, normalised here) on one series.
@@ -526,9 +554,9 @@ def trace_batch(candles: CandleSeries | Prepared, weights: Mapping[str, float] |
     out[_M_EQUITY] = params.cash
     if n > st.FIRST_DECISION:
         cf, ci = _constants(prep, params)
-        thr, cool, stop, trail, profit = (float(x[0]) if x.dtype.kind == "f" else int(x[0])
-                                          for x in cands.slice(0, 1))
-        _simulate(st.score_table(weights), thr, cool, stop, trail, profit, *_market(prep),
+        thr, cool, stop, trail, profit = cands.slice(0, 1)
+        _simulate(st.score_table(weights), float(thr[0]), int(cool[0]), float(stop[0]),
+                  float(trail[0]), float(profit[0]), *_market(prep),
                   cf, ci, out, True, actions, triggers, holding, equity, bars, sides, prices,
                   volumes)
     k = int(out[_M_FILLS])

@@ -207,7 +207,8 @@ def due_markets(settings: Settings, db: Database, now: datetime) -> Due:
     """The markets whose newest judged run (one with candles enough) is
     missing or older than RUN_AT_LEAST_EVERY, split by whether their stored
     lookback can be judged now."""
-    run, waiting = [], []
+    run: list[str] = []
+    waiting: list[str] = []
     for market in settings.markets:
         last = run_store.latest_judged(db, market)
         if last is not None and last.started_at > now - RUN_AT_LEAST_EVERY:
@@ -225,8 +226,8 @@ def start_due_runs(settings: Settings, db: Database, now: datetime, *,
                    run: Callable[[str], None]) -> Due:
     """The check behind ``optimize_due``: ``run(market)`` for each market due
     and ready (:func:`due_markets`). It runs after a collect pass that
-    backfilled and every 15 minutes from Beat (``bot.worker.tasks.OPTIMIZE_DUE_EVERY``,
-    ``bot.worker.tasks.BACKFILL_CANDLES``), so a fresh install gets its
+    backfilled and every 15 minutes from Beat (``bot.worker.timing.OPTIMIZE_DUE_SIMULATED``,
+    ``bot.worker.timing.BACKFILL_CANDLES``), so a fresh install gets its
     first validated set as soon as its history is in, and a run too early
     for the candles does not end the retries; it costs one query per market
     once every market had a judged run within a day."""

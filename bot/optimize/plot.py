@@ -26,9 +26,11 @@ from bot.optimize.backtest import BacktestResult, CandleSeries, bars_per_year
 from bot.trading.strategies import FIRST_DECISION, WINDOW
 
 if TYPE_CHECKING:  # pragma: no cover - types only
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from matplotlib.ticker import Formatter, PercentFormatter
 
-    from bot.optimize.walkforward import WalkForward
+    from bot.optimize.walkforward import Segment, WalkForward
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +172,7 @@ def _bar_name(ts: np.ndarray) -> str:
 # --- panels ----------------------------------------------------------------------------------
 
 
-def _price_panel(ax: Any, dates: np.ndarray, close: np.ndarray,
+def _price_panel(ax: Axes, dates: np.ndarray, close: np.ndarray,
                  result: BacktestResult) -> None:
     ax.plot(dates, close, color="0.25", linewidth=0.7, label="close")
     buys, sells = len(result.buy_bars), len(result.sell_bars)
@@ -187,7 +189,7 @@ def _price_panel(ax: Any, dates: np.ndarray, close: np.ndarray,
     ax.yaxis.set_major_formatter(_krw_formatter())
 
 
-def _rug(ax: Any, dates: np.ndarray, result: BacktestResult) -> None:
+def _rug(ax: Axes, dates: np.ndarray, result: BacktestResult) -> None:
     """Fills as thin ticks in two rows along the bottom of the panel: their
     density shows when the strategy trades without covering the price."""
     axis = ax.get_xaxis_transform()  # x in data, y in axes fraction
@@ -200,7 +202,7 @@ def _rug(ax: Any, dates: np.ndarray, result: BacktestResult) -> None:
     ax.set_ylim(low - 0.09 * (high - low), high)  # room for the rug below the closes
 
 
-def _equity_panel(ax: Any, dates: np.ndarray, close: np.ndarray, result: BacktestResult,
+def _equity_panel(ax: Axes, dates: np.ndarray, close: np.ndarray, result: BacktestResult,
                   first: int) -> None:
     cash = float(result.equity[0])  # no fill before the first decision: the starting cash
     ax.plot(dates, result.equity, color=_STRATEGY, linewidth=1.0,
@@ -212,13 +214,16 @@ def _equity_panel(ax: Any, dates: np.ndarray, close: np.ndarray, result: Backtes
     ax.axhline(cash, color="0.3", linewidth=0.6, linestyle=":")
     ax.set_ylabel("equity (KRW)")
     ax.yaxis.set_major_formatter(_krw_formatter())
-    ret = ax.secondary_yaxis("right", functions=(lambda krw: (krw / cash - 1) * 100,
-                                                 lambda pct: cash * (1 + pct / 100)))
+    # matplotlib's stubs type these functions' argument as any ArrayLike; it
+    # passes numpy arrays.
+    ret = ax.secondary_yaxis("right", functions=(
+        lambda krw: (krw / cash - 1) * 100,  # type: ignore[operator]
+        lambda pct: cash * (1 + pct / 100)))  # type: ignore[operator]
     ret.set_ylabel("return since start")
     ret.yaxis.set_major_formatter(_percent_formatter())
 
 
-def _drawdown_panel(ax: Any, dates: np.ndarray, close: np.ndarray, result: BacktestResult,
+def _drawdown_panel(ax: Axes, dates: np.ndarray, close: np.ndarray, result: BacktestResult,
                     first: int) -> None:
     """How far equity is below its running peak over the trading span, as
     BacktestResult.max_drawdown, with buy and hold's drawdown for scale."""
@@ -238,7 +243,7 @@ def _drawdown_panel(ax: Any, dates: np.ndarray, close: np.ndarray, result: Backt
     ax.legend(loc="lower left", fontsize=8, frameon=True, framealpha=0.85)
 
 
-def _label_worst(ax: Any, dates: np.ndarray, bar: int, drawdown: float) -> None:
+def _label_worst(ax: Axes, dates: np.ndarray, bar: int, drawdown: float) -> None:
     right = bar > 0.75 * len(dates)  # near the right edge the label goes to the left
     ax.annotate(f"max {drawdown:.2f} %", (dates[bar], drawdown), xytext=(-4 if right else 4, 2),
                 textcoords="offset points", ha="right" if right else "left", va="bottom",
@@ -247,7 +252,7 @@ def _label_worst(ax: Any, dates: np.ndarray, bar: int, drawdown: float) -> None:
                       "alpha": 0.8})
 
 
-def _warmup(ax: Any, dates: np.ndarray, first: int, *, main: bool) -> None:
+def _warmup(ax: Axes, dates: np.ndarray, first: int, *, main: bool) -> None:
     """Shade the bars up to the first decision (the window is not full before
     it); ``main`` is the panel that names it in its legend."""
     end = dates[first]
@@ -261,13 +266,13 @@ def _warmup(ax: Any, dates: np.ndarray, first: int, *, main: bool) -> None:
                 bbox={"facecolor": "white", "edgecolor": "0.7", "boxstyle": "round"})
 
 
-def _legend_above(ax: Any) -> None:
+def _legend_above(ax: Axes) -> None:
     """One row of legend entries just above the panel, so it hides no data."""
     ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncols=5, frameon=False,
               fontsize=9, borderaxespad=0.2, handlelength=1.5)
 
 
-def _time_axis(ax: Any, maxticks: int = 12) -> None:
+def _time_axis(ax: Axes, maxticks: int = 12) -> None:
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     locator = AutoDateLocator(minticks=5, maxticks=maxticks)
     # Every label at the day level or above carries the year; intraday ticks
@@ -285,7 +290,7 @@ def _time_axis(ax: Any, maxticks: int = 12) -> None:
 # --- the summary box -----------------------------------------------------------------------
 
 
-def _summary(ax: Any, result: BacktestResult, ts: np.ndarray,
+def _summary(ax: Axes, result: BacktestResult, ts: np.ndarray,
              info: Mapping[str, Any]) -> None:
     ax.axis("off")
     start = float(result.equity[0])
@@ -412,25 +417,28 @@ def _iso(ts: int) -> str:
     return str(np.datetime64(int(ts), "s")) + "Z"
 
 
-def _span(segment: Any) -> tuple[np.datetime64, np.datetime64]:
+def _span(segment: Segment) -> tuple[np.datetime64, np.datetime64]:
     return (np.datetime64(int(segment.test_start), "s"),
             np.datetime64(int(segment.test_end), "s"))
 
 
-def _shade_verdicts(ax: Any, wf: WalkForward) -> None:
+def _shade_verdicts(ax: Axes, wf: WalkForward) -> None:
     """Each window shaded by the verdict of the run before it; an adoption
     also gets a line at its window's start."""
     for segment in wf.segments:
         start, end = _span(segment)
+        # matplotlib's stubs type axvspan/axvline positions as float; its date
+        # converter takes the datetime64 values every panel here plots.
         if segment.verdict != "keep":
-            ax.axvspan(start, end, color=VERDICT_COLOURS[segment.verdict], alpha=0.12,
-                       linewidth=0, zorder=0)
+            ax.axvspan(start, end,  # type: ignore[arg-type]
+                       color=VERDICT_COLOURS[segment.verdict], alpha=0.12, linewidth=0,
+                       zorder=0)
         if segment.verdict == "adopt":
-            ax.axvline(start, color=VERDICT_COLOURS["adopt"], linewidth=0.8, alpha=0.8,
-                       zorder=1)
+            ax.axvline(start,  # type: ignore[arg-type]
+                       color=VERDICT_COLOURS["adopt"], linewidth=0.8, alpha=0.8, zorder=1)
 
 
-def _window_returns(ax: Any, wf: WalkForward) -> None:
+def _window_returns(ax: Axes, wf: WalkForward) -> None:
     if not wf.segments:
         return
     starts = [_span(s)[0] for s in wf.segments]
@@ -443,7 +451,7 @@ def _window_returns(ax: Any, wf: WalkForward) -> None:
     ax.yaxis.set_major_formatter(_percent_formatter())
 
 
-def _walkforward_summary(ax: Any, wf: WalkForward) -> None:
+def _walkforward_summary(ax: Axes, wf: WalkForward) -> None:
     ax.axis("off")
     rows = [
         ("walk-forward", f"{wf.total_return:+.2%}"),
@@ -478,7 +486,7 @@ def _krw(value: float) -> str:
     return f"{value:,.0f}"
 
 
-def _krw_formatter() -> Any:
+def _krw_formatter() -> Formatter:
     """Whole KRW with thousands separators (no ``1e7`` offset); decimals only
     when the ticks are closer than 1 KRW (coins priced below a few KRW)."""
     from matplotlib.ticker import Formatter
@@ -501,6 +509,6 @@ def _krw_formatter() -> Any:
     return KrwFormatter()
 
 
-def _percent_formatter() -> Any:
+def _percent_formatter() -> PercentFormatter:
     from matplotlib.ticker import PercentFormatter
     return PercentFormatter(xmax=100, decimals=None)

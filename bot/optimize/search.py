@@ -100,9 +100,9 @@ from __future__ import annotations
 import inspect
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -113,6 +113,7 @@ from bot.optimize.backtest import (
     BacktestResult,
     CandleSeries,
     Prepared,
+    SizedCandles,
     bars_per_year,
     prepare,
     run_backtest,
@@ -144,23 +145,25 @@ STOP_LOSSES = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0)
 TRAILING_STOPS = (0.0, 1.0, 2.0, 4.0)
 TAKE_PROFITS = (0.0, 2.0, 4.0, 8.0)
 
-# The non-weight values of a set: column order of the value matrix, grid, the
-# OPTIMIZE_TUNE group that varies it, and the evaluate_batch keyword taking it.
+# The non-weight values of a set: column order of the value matrix, grid and the
+# OPTIMIZE_TUNE group that varies it.
 VALUE_FIELDS = ("threshold", "cooldown_candles", "stop_loss_pct", "trailing_stop_pct",
                 "take_profit_pct")
 GRIDS: dict[str, tuple[float, ...]] = {
     "threshold": THRESHOLDS, "cooldown_candles": tuple(float(c) for c in COOLDOWNS),
     "stop_loss_pct": STOP_LOSSES, "trailing_stop_pct": TRAILING_STOPS,
     "take_profit_pct": TAKE_PROFITS}
-_BATCH_KEYWORDS = {"threshold": "thresholds", "cooldown_candles": "cooldowns",
-                   "stop_loss_pct": "stop_losses", "trailing_stop_pct": "trailing_stops",
-                   "take_profit_pct": "take_profits"}
 # Until bot/optimize/batch.py takes per-candidate arrays, _batch_objective evaluates one
 # group of equal values at a time (the same numbers, slower).
 _BATCH_TAKES_ARRAYS = "thresholds" in inspect.signature(evaluate_batch).parameters
 
 
-def objective(sharpe: Any, round_trips: Any) -> Any:
+@overload
+def objective(sharpe: float, round_trips: float) -> float: ...
+@overload
+def objective(sharpe: np.ndarray, round_trips: np.ndarray) -> np.ndarray: ...
+def objective(sharpe: float | np.ndarray,
+              round_trips: float | np.ndarray) -> float | np.ndarray:
     """The optimizer's score (see the module docstring); works on numbers and
     on numpy arrays alike."""
     return sharpe * np.minimum(1.0, np.asarray(round_trips, dtype=np.float64) / FULL_CREDIT_TRIPS)
@@ -334,7 +337,7 @@ class _Space:
 def _add_unique(weights: np.ndarray, values: np.ndarray, seen: set[bytes],
                 budget: int) -> tuple[np.ndarray, np.ndarray]:
     """The rows not seen yet, in order, at most ``budget``."""
-    keep = []
+    keep: list[int] = []
     for i in range(len(weights)):
         key = weights[i].tobytes() + values[i].tobytes()
         if key not in seen and len(keep) < budget:
@@ -343,7 +346,8 @@ def _add_unique(weights: np.ndarray, values: np.ndarray, seen: set[bytes],
     return weights[keep].reshape(-1, st.N_SIGNALS), values[keep].reshape(-1, len(VALUE_FIELDS))
 
 
-def _fill(first: tuple[np.ndarray, np.ndarray] | None, sampler: Any, seen: set[bytes],
+def _fill(first: tuple[np.ndarray, np.ndarray] | None,
+          sampler: Callable[[int], tuple[np.ndarray, np.ndarray]], seen: set[bytes],
           budget: int) -> tuple[np.ndarray, np.ndarray]:
     """Unique sets: ``first`` then ``sampler(n)`` until ``budget``."""
     parts = [_add_unique(*first, seen, budget)] if first is not None else []
@@ -398,9 +402,13 @@ def _batch_objective(prep: Prepared, weights: np.ndarray, values: np.ndarray,
     if not len(weights):
         return np.zeros(0)
     if _BATCH_TAKES_ARRAYS or not varying:
-        arrays = {_BATCH_KEYWORDS[VALUE_FIELDS[k]]: (values[:, k].astype(np.int64) if k == 1
-                                                     else values[:, k]) for k in varying}
-        metrics = evaluate_batch(prep, weights, params, **arrays)
+        arrays = {VALUE_FIELDS[k]: (values[:, k].astype(np.int64) if k == 1 else values[:, k])
+                  for k in varying}
+        metrics = evaluate_batch(prep, weights, params, thresholds=arrays.get("threshold"),
+                                 cooldowns=arrays.get("cooldown_candles"),
+                                 stop_losses=arrays.get("stop_loss_pct"),
+                                 trailing_stops=arrays.get("trailing_stop_pct"),
+                                 take_profits=arrays.get("take_profit_pct"))
         return objective(metrics.sharpe, metrics.round_trips)
     out = np.zeros(len(weights))
     groups: dict[bytes, list[int]] = {}
@@ -413,7 +421,7 @@ def _batch_objective(prep: Prepared, weights: np.ndarray, values: np.ndarray,
     return out
 
 
-def search_sets(train: CandleSeries, params: BacktestParams, *,
+def search_sets(train: SizedCandles, params: BacktestParams, *,
                 tune: Sequence[str] = DEFAULT_TUNE, candidates: int = 5000, seed: int = 0,
                 current: ParamSet | None = None) -> SearchResult:
     """Seeded random search over parameter sets on ``train`` (see the module
@@ -467,10 +475,10 @@ def slice_candles(candles: CandleSeries, start: int, stop: int) -> CandleArrays:
     """Candles ``start..stop-1`` as arrays of their own (a copy)."""
     ts = np.asarray(candles.ts, dtype=np.int64)
     volume = getattr(candles, "volume", None)
-    cols = [np.asarray(getattr(candles, name), dtype=np.float64)[start:stop].copy()
-            for name in ("open", "high", "low", "close")]
+    open_, high, low, close = (np.asarray(getattr(candles, name), dtype=np.float64)
+                               [start:stop].copy() for name in ("open", "high", "low", "close"))
     vol = (np.zeros(len(ts)) if volume is None else np.asarray(volume, dtype=np.float64))
-    return CandleArrays(ts[start:stop].copy(), *cols, vol[start:stop].copy())
+    return CandleArrays(ts[start:stop].copy(), open_, high, low, close, vol[start:stop].copy())
 
 
 def split(candles: CandleSeries, holdout_share: float) -> tuple[CandleArrays, CandleArrays]:
@@ -603,7 +611,7 @@ def _current_set(current: ParamSet | Mapping[str, float] | None,
     return ParamSet.of(params, current or None)
 
 
-def choose(train: CandleSeries, holdout: CandleSeries, params: BacktestParams,
+def choose(train: SizedCandles, holdout: CandleSeries, params: BacktestParams,
            current: ParamSet | Mapping[str, float] | None = None, *,
            tune: Sequence[str] = DEFAULT_TUNE, candidates: int = 5000, seed: int = 0,
            min_improvement: float = 0.1, standing_aside: bool = False,

@@ -89,7 +89,7 @@ def _adopted_values(row: WeightsRow, base: Mapping[str, Any]) -> dict[str, Any]:
     return {"weights": normalise_weights(row.weights), **values}
 
 
-def _dec(value: Any) -> Decimal:
+def _dec(value: Decimal | float | str) -> Decimal:
     """A stored value as the Decimal a user would write (5, not 5.0)."""
     if isinstance(value, Decimal):
         return value

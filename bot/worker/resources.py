@@ -8,7 +8,8 @@ from __future__ import annotations
 from functools import cached_property
 
 from bot.config import Settings
-from bot.exchange.protocol import Exchange, make_exchange
+from bot.exchange.factory import make_exchange
+from bot.exchange.protocol import Exchange
 from bot.exchange.upbit import UpbitClient
 from bot.storage import Database
 from bot.trading.lifecycle import TradeContext

@@ -40,13 +40,16 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from types import FrameType
+from typing import TextIO
 
 from bot.logs import event
 
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# what signal.signal returns: a function, SIG_DFL or SIG_IGN, or None
+_Handler = Callable[[int, FrameType | None], object] | int | None
 PREFIX_WIDTH = 9  # len("optimizer")
 
 
@@ -82,13 +85,13 @@ def children(python: str = sys.executable, schedule_file: str = "celerybeat-sche
     celery = (python, "-m", "celery", "-q")
     worker = ("worker", "--without-gossip", "--without-mingle", "-l", loglevel)
     return [
-        Child("beat", (*celery, "-A", "bot.worker.scheduler", "beat", "-s", schedule_file, "-l",
+        Child("beat", (*celery, "-A", "bot.worker.app", "beat", "-s", schedule_file, "-l",
                        loglevel)),
-        Child("collector", (*celery, "-A", "bot.worker.tasks", *worker, "-Q", "collector_queue",
+        Child("collector", (*celery, "-A", "bot.worker.app", *worker, "-Q", "collector_queue",
                             "-n", "collector@%h", "-c", "1")),
-        Child("trader", (*celery, "-A", "bot.worker.tasks", *worker, "-Q", "trader_queue",
+        Child("trader", (*celery, "-A", "bot.worker.app", *worker, "-Q", "trader_queue",
                          "-n", "trader@%h", "-c", "2")),
-        Child("optimizer", (*celery, "-A", "bot.worker.tasks", *worker, "-Q", "optimizer_queue",
+        Child("optimizer", (*celery, "-A", "bot.worker.app", *worker, "-Q", "optimizer_queue",
                             "-n", "optimizer@%h", "-c", "1")),
     ]
 
@@ -110,10 +113,10 @@ class StopSignals:
         self._read, self._write = os.pipe()
         os.set_blocking(self._read, False)
         os.set_blocking(self._write, False)
-        self._previous: dict[int, Any] = {}
+        self._previous: dict[int, _Handler] = {}
         self._previous_fd = -1
 
-    def handler(self, signum: int, _frame: Any) -> None:
+    def handler(self, signum: int, _frame: FrameType | None) -> None:
         self.signum = signum
         self.count += 1
 
@@ -147,7 +150,7 @@ class StopSignals:
         return signal.Signals(self.signum).name if self.signum else "-"
 
 
-def _ignore(_signum: int, _frame: Any) -> None:
+def _ignore(_signum: int, _frame: FrameType | None) -> None:
     return None
 
 
@@ -200,7 +203,7 @@ def _pump(name: str, stream: TextIO, out: TextIO, lock: threading.Lock) -> None:
     stream.close()
 
 
-def _describe(code: int) -> dict[str, Any]:
+def _describe(code: int) -> dict[str, int | str]:
     if code < 0:
         with contextlib.suppress(ValueError):
             return {"code": code, "signal": signal.Signals(-code).name}

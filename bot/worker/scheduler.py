@@ -1,4 +1,5 @@
-"""Celery Beat's schedule: started as ``celery -A bot.worker.scheduler beat``.
+"""Celery Beat's schedule and its single-Beat lock; Beat is started as
+``celery -A bot.worker.app beat``, whose configuration holds this schedule.
 
 Entries come from COLLECT_SCHEDULE, TRADE_SCHEDULE, RECONCILE_SCHEDULE and
 OPTIMIZE_SCHEDULE (5-field crontab in TIMEZONE, or a number of seconds), one
@@ -23,17 +24,20 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import TypedDict
 
 import redis
 from celery import signals
+from celery.beat import Service
 from celery.schedules import crontab, schedule
 
 from bot.config import Settings
 from bot.logs import event, set_role
 from bot.storage import keys
-from bot.worker.tasks import OPTIMIZE_DUE_EVERY, OPTIMIZE_EXPIRES, PERIOD, SETTINGS, app
+from bot.worker.app import settings
+from bot.worker.timing import OPTIMIZE_EXPIRES, optimize_due_every, period
 
 log = logging.getLogger(__name__)
 
@@ -57,36 +61,44 @@ def _expires(entry: schedule, fallback: float) -> float:
     return max(1.0, min(fallback, entry.run_every.total_seconds()))
 
 
-def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
-    collect_every = parse_schedule(settings.collect_schedule)
-    trade_every = parse_schedule(settings.trade_schedule)
-    reconcile_every = parse_schedule(settings.reconcile_schedule)
-    optimize_every = parse_schedule(settings.optimize_schedule)
-    entries: dict[str, dict[str, Any]] = {
+class BeatEntry(TypedDict, total=False):
+    task: str
+    schedule: schedule
+    args: tuple[str, ...]
+    options: dict[str, float]
+
+
+def build_beat_schedule(current: Settings) -> dict[str, BeatEntry]:
+    """Celery's ``beat_schedule`` for these settings (bot.worker.app's configuration)."""
+    every_period = period(current)
+    due_every = optimize_due_every()
+    collect_every = parse_schedule(current.collect_schedule)
+    trade_every = parse_schedule(current.trade_schedule)
+    reconcile_every = parse_schedule(current.reconcile_schedule)
+    optimize_every = parse_schedule(current.optimize_schedule)
+    entries: dict[str, BeatEntry] = {
         "reconcile": {"task": "reconcile", "schedule": reconcile_every,
-                      "options": {"expires": _expires(reconcile_every, PERIOD)}},
+                      "options": {"expires": _expires(reconcile_every, every_period)}},
         "daily summary": {"task": "daily_summary",
-                          "schedule": parse_schedule(settings.daily_summary_schedule),
+                          "schedule": parse_schedule(current.daily_summary_schedule),
                           "options": {"expires": 3600}},
         # markets without a judged optimizer run for a day (bot.optimize.job.due_markets)
         "optimize due": {"task": "optimize_due",
-                         "schedule": schedule(timedelta(seconds=OPTIMIZE_DUE_EVERY)),
-                         "options": {"expires": OPTIMIZE_DUE_EVERY}},
+                         "schedule": schedule(timedelta(seconds=due_every)),
+                         "options": {"expires": due_every}},
     }
-    for market in settings.markets:
+    for market in current.markets:
         entries[f"collect {market}"] = {
             "task": "collect", "schedule": collect_every, "args": (market,),
-            "options": {"expires": _expires(collect_every, PERIOD)}}
+            "options": {"expires": _expires(collect_every, every_period)}}
         entries[f"trade {market}"] = {
             "task": "trade", "schedule": trade_every, "args": (market,),
-            "options": {"expires": _expires(trade_every, PERIOD)}}
+            "options": {"expires": _expires(trade_every, every_period)}}
         entries[f"optimize {market}"] = {
             "task": "optimize", "schedule": optimize_every, "args": (market,),
             "options": {"expires": OPTIMIZE_EXPIRES}}
     return entries
 
-
-app.conf.beat_schedule = build_beat_schedule(SETTINGS)
 
 
 class BeatLock:
@@ -125,7 +137,7 @@ class BeatLock:
         """Delete the lock if it is still ours; True when it was."""
         return bool(self.client.eval(self._RELEASE, 1, self.key, self.token))
 
-    def hold(self, on_beat: Any = None) -> None:
+    def hold(self, on_beat: Callable[[], None] | None = None) -> None:
         """Renew the lock every TTL/3 seconds in a thread, until :meth:`stop`."""
         def loop() -> None:
             while not self.stopped.wait(self.ttl / 3):
@@ -159,7 +171,7 @@ class BeatLock:
 
 def _heartbeat() -> None:
     from bot.worker.runtime import runtime
-    runtime(SETTINGS).beat("beat")
+    runtime(settings()).beat("beat")
 
 
 def _take_beat_lock(lock: BeatLock, patience: float) -> bool:
@@ -186,9 +198,10 @@ def _take_beat_lock(lock: BeatLock, patience: float) -> bool:
 
 
 @signals.beat_init.connect
-def _beat_init(sender: Any = None, **_: Any) -> None:
+def _beat_init(sender: Service, **_: object) -> None:
     set_role("beat")
-    client = redis.Redis.from_url(SETTINGS.celery_backend_url, socket_timeout=5)
+    current = settings()
+    client = redis.Redis.from_url(current.celery_backend_url, socket_timeout=5)
     host = getattr(sender, "hostname", None) or socket.gethostname()
     token = f"{host}-{os.getpid()}-{time.time():.0f}"  # who holds it, for beat.waiting
     lock = BeatLock(client, token)
@@ -203,5 +216,5 @@ def _beat_init(sender: Any = None, **_: Any) -> None:
     atexit.register(lock.stop)
     with contextlib.suppress(redis.RedisError):
         _heartbeat()
-    event(log, "beat.started", entries=len(app.conf.beat_schedule),
-          **SETTINGS.public_summary())
+    event(log, "beat.started", entries=len(sender.app.conf.beat_schedule),
+          **current.public_summary())

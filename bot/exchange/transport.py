@@ -1,0 +1,248 @@
+"""The HTTP conversation with Upbit, below the endpoints.
+
+Owns one ``requests.Session`` with timeouts, the query string and its JWT
+signature, retries with capped, jittered backoff (never for order placement),
+honouring ``Retry-After``, memory of a 418 ban, and pacing through
+:mod:`bot.exchange.ratelimit`. An error answer becomes the exception
+:mod:`bot.exchange.upbit_errors` names; a body becomes JSON with exact numbers
+(:func:`bot.exchange.parsing.loads`). It knows no endpoint.
+
+It must never put a secret (secret key, JWT, ``Authorization`` header) in an
+exception or a log line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import re
+import uuid
+import warnings
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any
+from urllib.parse import unquote, urlencode
+
+import jwt
+import requests
+
+from bot.errors import (
+    AuthError,
+    Banned,
+    ExchangeError,
+    ExchangeTemporaryError,
+    OrderSubmitUnknown,
+    RateLimited,
+)
+from bot.exchange.parsing import NOT_JSON, loads
+from bot.exchange.ratelimit import RateLimiter, route_group
+from bot.exchange.upbit_errors import error_class, error_fields
+from bot.logs import event, redact, register_secret
+from bot.money import fmt
+
+log = logging.getLogger(__name__)
+
+# Upbit issues 40-byte secret keys and documents HS512 with them; PyJWT's
+# advice (and warning, since 2.10) to use 64 bytes is not ours to follow.
+_KEY_LENGTH_WARNING: type[Warning] = getattr(jwt, "InsecureKeyLengthWarning", UserWarning)
+
+DEFAULT_BAN_SECONDS = 60.0
+# Values go into the query unquoted (as Upbit hashes them), so only characters
+# that need no quoting are allowed.
+_SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.~:,\-]*$")
+
+# One query parameter: None leaves it out, a list repeats its key.
+QueryValue = str | int | Decimal | list[str] | tuple[str, ...] | None
+Params = Mapping[str, QueryValue]
+
+
+def build_query(params: Params | None) -> tuple[list[tuple[str, str]], str]:
+    """Parameters -> (ordered pairs, the exact ``k=v&k[]=a&k[]=b`` string that is
+    hashed and sent). A list value repeats its key, which should end in ``[]``."""
+    pairs: list[tuple[str, str]] = []
+    for key, value in (params or {}).items():
+        if value is None:
+            continue
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            text = fmt(item) if isinstance(item, Decimal) else str(item)
+            if not _SAFE_VALUE.match(text):
+                raise ValueError(f"parameter {key} has characters Upbit's query cannot carry: "
+                                 f"{text!r}")
+            pairs.append((key, text))
+    return pairs, unquote(urlencode(pairs))
+
+
+def sign(access_key: str, secret_key: str, query: str) -> str:
+    """The JWT for one private request: a fresh nonce, and the SHA-512 of the
+    query string when there is one."""
+    payload = {"access_key": access_key, "nonce": str(uuid.uuid4())}
+    if query:
+        payload["query_hash"] = hashlib.sha512(query.encode("utf-8")).hexdigest()
+        payload["query_hash_alg"] = "SHA512"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", _KEY_LENGTH_WARNING)
+        return jwt.encode(payload, secret_key, algorithm="HS512")
+
+
+def retry_after(response: requests.Response) -> float | None:
+    """The ``Retry-After`` header in seconds; None if absent, garbled or negative."""
+    try:
+        value = float(response.headers.get("Retry-After", ""))
+    except ValueError:
+        return None
+    return value if value >= 0 else None
+
+
+class Transport:
+    """Sends one call to Upbit (retrying it when that is safe) and returns the
+    parsed JSON body, or raises the :mod:`bot.errors` exception its answer means."""
+
+    def __init__(self, base_url: str, access_key: str, secret_key: str, *, timeout: float,
+                 connect_timeout: float, max_retries: int, backoff_base: float,
+                 backoff_cap: float, sleep: Callable[[float], None],
+                 monotonic: Callable[[], float], session: requests.Session | None = None):
+        self.base_url = base_url.rstrip("/")
+        self._access_key = access_key
+        self._secret_key = secret_key
+        self._timeouts = (connect_timeout, timeout)
+        self.max_retries = max_retries
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._sleep = sleep
+        self._monotonic = monotonic
+        self._owns_session = session is None
+        self.session = session or requests.Session()
+        self._limiter = RateLimiter(sleep=sleep, monotonic=monotonic)
+        self._banned_until = 0.0
+        self._random = random.Random()
+        register_secret(access_key, secret_key)
+
+    @property
+    def has_keys(self) -> bool:
+        return bool(self._access_key and self._secret_key)
+
+    def close(self) -> None:
+        if self._owns_session:
+            self.session.close()
+
+    def scrub(self, text: str) -> str:
+        """``text`` with the keys and anything token-like masked."""
+        for secret in (self._secret_key, self._access_key):
+            if secret:
+                text = text.replace(secret, "***")
+        return redact(text)
+
+    def request(self, method: str, path: str, params: Params | None = None, *,
+                private: bool = False) -> Any:
+        """Send (and, unless it places an order, retry) one call; the parsed JSON body."""
+        if private and not self.has_keys:
+            raise AuthError("UPBIT_ACCESS_KEY and UPBIT_SECRET_KEY are needed for this call",
+                            name="no_keys", method=method, path=path)
+        pairs, query = build_query(params)
+        url = self.base_url + path
+        data: bytes | None = None
+        headers = {"Accept": "application/json"}
+        if method == "POST":
+            # Same keys, same order as the hashed string.
+            data = json.dumps(dict(pairs)).encode("utf-8")
+            headers["Content-Type"] = "application/json; charset=utf-8"
+        elif query:
+            # The very string that was hashed. urllib3 still percent-encodes the
+            # brackets of ``states[]`` on the wire; Upbit decodes the query before
+            # hashing it, which its own examples (requests + unquote) rely on.
+            url += "?" + query
+        retries = self.max_retries if method in ("GET", "DELETE") else 0
+        route = route_group(method, path)
+        for attempt in range(retries + 1):
+            try:
+                return self._send_once(method, path, url, route, query, data, headers, private,
+                                       attempt)
+            except ExchangeTemporaryError as exc:
+                if attempt >= retries:
+                    raise
+                self._wait_before_retry(exc, attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _backoff(self, attempt: int) -> float:
+        delay = min(self._backoff_cap, self._backoff_base * 2 ** attempt)
+        # Equal jitter: never zero, never more than the capped delay.
+        return delay / 2 + self._random.uniform(0, delay / 2)
+
+    def _wait_before_retry(self, exc: ExchangeTemporaryError, attempt: int) -> None:
+        if isinstance(exc, RateLimited):
+            delay = exc.retry_after
+            if delay > self._backoff_cap:
+                raise exc  # longer than one call should block; the caller reschedules
+            # The limiter already blocks the group that long; its acquire() sleeps.
+        else:
+            delay = self._backoff(attempt)
+            self._sleep(delay)
+        event(log, "upbit.retry", level=logging.WARNING, method=exc.method, path=exc.path,
+              status=exc.status, error=exc.name or None, attempt=attempt + 1,
+              delay=round(delay, 3))
+
+    def _send_once(self, method: str, path: str, url: str, route: str, query: str,
+                   data: bytes | None, headers: dict[str, str], private: bool,
+                   attempt: int) -> Any:
+        now = self._monotonic()
+        if now < self._banned_until:
+            raise Banned("banned by Upbit; nothing is sent until the ban ends", name="banned",
+                         status=418, method=method, path=path,
+                         retry_after=self._banned_until - now)
+        slot = self._limiter.acquire(route)
+        if private:
+            headers = {**headers, "Authorization": "Bearer " + sign(
+                self._access_key, self._secret_key, query)}
+        try:
+            response = self.session.request(method, url, data=data, headers=headers,
+                                            timeout=self._timeouts, allow_redirects=False)
+        except requests.RequestException as exc:
+            self._limiter.done(slot)
+            raise self._network_error(exc, method, path) from None
+        self._limiter.done(slot)
+        self._limiter.observe(route, response.headers.get("Remaining-Req"))
+        body = loads(response.content)
+        if 200 <= response.status_code < 300 and body is not NOT_JSON:
+            return body
+        error = self._error(response, body, method, path, attempt)
+        if isinstance(error, RateLimited):
+            self._limiter.block(route, error.retry_after)
+        raise error
+
+    def _network_error(self, exc: requests.RequestException, method: str,
+                       path: str) -> ExchangeError:
+        detail = self.scrub(f"{type(exc).__name__}: {exc}")
+        # A connect timeout means nothing left this machine; any other failure
+        # after the order went out leaves its fate unknown.
+        if method == "POST" and not isinstance(exc, requests.ConnectTimeout):
+            return OrderSubmitUnknown(f"no answer to the order: {detail}", name="no_answer",
+                                      method=method, path=path)
+        return ExchangeTemporaryError(detail, name="no_answer", method=method, path=path)
+
+    def _error(self, response: requests.Response, body: Any, method: str, path: str,
+               attempt: int) -> ExchangeError:
+        status = response.status_code
+        fields = error_fields(body)
+        if fields is not None:
+            name, message = fields
+        else:
+            name = ""
+            message = (f"HTTP {status} answer is not Upbit's JSON "
+                       f"({response.headers.get('Content-Type', 'no content type')})")
+        cls = error_class(status, name if fields is not None else None, method)
+        message = self.scrub(message)
+        if cls is Banned:
+            ban = retry_after(response) or DEFAULT_BAN_SECONDS
+            self._banned_until = self._monotonic() + ban
+            event(log, "upbit.banned", level=logging.WARNING, method=method, path=path,
+                  status=status, error=name or None, retry_after=ban)
+            return Banned(message, retry_after=ban, name=name, status=status, method=method,
+                          path=path)
+        if cls is RateLimited:
+            wait = retry_after(response)
+            return RateLimited(message, retry_after=wait if wait is not None
+                               else self._backoff(attempt), name=name, status=status,
+                               method=method, path=path)
+        return cls(message, name=name, status=status, method=method, path=path)
