@@ -2,7 +2,7 @@
 
 Not a test: it prints numbers (``--json``: one JSON object on stdout). It runs
 ``bot.data.collector.backfill(db, UpbitClient(server.url), "KRW-BTC", days=N)``
-against ``tests.fakeupbit.FakeUpbit(history_minutes=(N + 1) * 1440,
+against ``testkit.fakeupbit.FakeUpbit(history_minutes=(N + 1) * 1440,
 rate_limit_per_sec=10)`` started in this process (it serves ~500 requests/s
 unthrottled, so the limit dominates), into a scratch database
 ``bench_backfill_<pid>`` created on the server of ``--admin-dsn`` and dropped at
@@ -30,7 +30,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-# tests.fakeupbit lives in the repository, not in the installed package.
+# testkit.fakeupbit lives in the repository, not in the installed package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from daemon_support import admin, dsn_for, max_in_window  # noqa: E402
@@ -40,7 +40,7 @@ from bot.exchange.upbit import UpbitClient  # noqa: E402
 from bot.storage import Database  # noqa: E402
 from bot.storage import candles as store  # noqa: E402
 from bot.storage.migrate import migrate  # noqa: E402
-from tests.fakeupbit import FakeUpbit  # noqa: E402
+from testkit.fakeupbit import FakeUpbit  # noqa: E402
 
 MARKET = "KRW-BTC"
 CANDLES_PATH = "/v1/candles/minutes/1"

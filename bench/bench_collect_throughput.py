@@ -2,7 +2,7 @@
 and what a second collector process changes.
 
 Not a test: it prints numbers (``--json``: one JSON object on stdout). It starts
-``tests.fakeupbit.FakeUpbit`` in this process with ``max(--sizes)`` synthetic
+``testkit.fakeupbit.FakeUpbit`` in this process with ``max(--sizes)`` synthetic
 markets and ``rate_limit_per_sec=10`` (Upbit's quotation limit, per IP: every
 process of this host shares it), a private ``redis-server`` on a free port, a
 scratch database ``bench_collect_<pid>`` (dropped at the end) and collector
@@ -56,8 +56,8 @@ from daemon_support import (
 )
 
 from bot.storage import Database
-from tests.e2e_support import RedisServer
-from tests.fakeupbit import FakeUpbit
+from testkit.e2e import RedisServer
+from testkit.fakeupbit import FakeUpbit
 
 CANDLES_PATH = "/v1/candles/minutes/1"
 EVENTS = ("task.retry", "task.failed", "task.expired", "task.skipped", "upbit.retry",

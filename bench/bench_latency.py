@@ -4,7 +4,7 @@ measured on the whole daemon at real time.
 Not a test: it prints numbers (``--json``: one JSON object on stdout). It runs
 the daemon as docker compose does (Celery Beat, a collector worker and a trader
 worker, each ``-c 2``, as real ``celery`` processes with the default schedules
-``* * * * *``) in LIVE mode against ``tests.fakeupbit.FakeUpbit`` started in
+``* * * * *``) in LIVE mode against ``testkit.fakeupbit.FakeUpbit`` started in
 this process (``rate_limit_per_sec=10``, Upbit's quotation limit; real time,
 speedup 1), a private ``redis-server`` on a free port and a scratch database
 ``bench_latency_<pid>`` created on the server of ``--admin-dsn`` and dropped at
@@ -72,8 +72,8 @@ from daemon_support import (
 
 from bot.money import round_price
 from bot.storage import Database
-from tests.e2e_support import RedisServer
-from tests.fakeupbit import FakeUpbit
+from testkit.e2e import RedisServer
+from testkit.fakeupbit import FakeUpbit
 
 MARKETS = ("KRW-BTC", "KRW-ETH", "KRW-XRP", "KRW-SOL", "KRW-DOGE")
 START_PRICES = {"KRW-BTC": 50_000_000, "KRW-ETH": 3_000_000, "KRW-XRP": 3_000,

@@ -4,7 +4,7 @@ processes started as under docker compose (each with its log in a file), log
 parsing and the statistics they report. Not a benchmark by itself.
 
 The private Redis server and the fake Upbit come from the end-to-end test
-support (tests/e2e_support.py, tests/fakeupbit.py)."""
+support (testkit/e2e.py, testkit/fakeupbit.py)."""
 
 from __future__ import annotations
 
@@ -25,10 +25,10 @@ import psycopg2
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
-    # tests.fakeupbit and tests.e2e_support live in the repository, not in the package.
+    # testkit.fakeupbit and testkit.e2e live in the repository, not in the package.
     sys.path.insert(0, str(ROOT))
 
-from tests.e2e_support import admin, dsn_for  # noqa: E402, F401 (re-exported for the benches)
+from testkit.e2e import admin, dsn_for  # noqa: E402, F401 (re-exported for the benches)
 
 DEFAULT_ADMIN_DSN = os.environ.get("BENCH_PG_ADMIN_DSN", os.environ.get(
     "TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"))

@@ -13,18 +13,18 @@ import pytest
 from bot.config import Settings, load_settings
 from bot.storage import Database
 from bot.storage.migrate import migrate
-from tests import e2e_support
+from testkit import e2e
 
 PG_ADMIN_DSN = os.environ.get("TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
 
 def _admin(sql: str) -> None:
-    e2e_support.admin(PG_ADMIN_DSN, sql)
+    e2e.admin(PG_ADMIN_DSN, sql)
 
 
 def dsn_for(name: str) -> str:
-    return e2e_support.dsn_for(PG_ADMIN_DSN, name)
+    return e2e.dsn_for(PG_ADMIN_DSN, name)
 
 
 @pytest.fixture(scope="session")

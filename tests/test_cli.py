@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from bot.storage import candles as candle_store
-from tests.fakeupbit import FakeUpbit
+from testkit.fakeupbit import FakeUpbit
 
 
 def run_bot(*args: str, env: dict[str, str], cwd, timeout: float = 60):

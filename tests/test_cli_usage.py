@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 
 from bot import clock
-from tests.helpers import store_closes
+from testkit.candles import store_closes
 from tests.test_cli import run_bot
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")

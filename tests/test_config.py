@@ -3,14 +3,12 @@ import re
 import subprocess
 import sys
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
 from bot.config import SETTINGS, load_settings, read_env_file
 from bot.errors import ConfigError
-
-ROOT = Path(__file__).resolve().parent.parent
+from testkit import ROOT
 
 
 @pytest.mark.parametrize(("env", "name", "fragment"), [

@@ -8,11 +8,11 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from testkit import ROOT
+
 COMPOSE = yaml.safe_load((ROOT / "bin" / "docker-compose.yaml").read_text())
 SERVICES = COMPOSE["services"]
 BOT_SERVICES = ("collector", "trader", "optimizer", "beat")

@@ -11,7 +11,6 @@ import logging
 import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 import responses
@@ -25,12 +24,12 @@ from bot.optimize.job import optimize_market
 from bot.report.notify import flush, notifier
 from bot.trading.lifecycle import TradeContext, reconcile, reconcile_market
 from bot.trading.trader import trade_market
+from testkit import ROOT
+from testkit.candles import T0, FakeClock, store_closes
+from testkit.fakeupbit import FakeUpbit, ManualClock
+from testkit.logcapture import captured_logs, json_lines
 from tests.conftest import make_settings
-from tests.fakeupbit import FakeUpbit, ManualClock
-from tests.helpers import T0, FakeClock, store_closes
-from tests.logcapture import captured_logs, json_lines
 
-ROOT = Path(__file__).resolve().parent.parent
 D = Decimal
 M = "KRW-BTC"
 log = logging.getLogger("bot.test")

@@ -16,8 +16,8 @@ import pytest
 from bench import marketdata as md
 from bot.data.csvdata import load_csv
 from bot.money import floor_volume, is_on_tick, round_price
+from testkit import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 MONTH = 30 * md.DAY
 FIELDS = ("ts", "open", "high", "low", "close", "volume")
 

@@ -10,7 +10,7 @@ Two forms of the same arithmetic live here:
   optimizer use.
 
 The two forms agree bit for bit, not merely approximately (the property tests in
-``tests/test_strategies.py`` prove it bar by bar). To get there every float
+``tests/trading/test_strategies.py`` prove it bar by bar). To get there every float
 operation is done in the same order in both forms: the 5- and 20-close sums are
 explicit left-to-right additions, signs come from comparisons, the rolling
 max/min is exact by nature, and a score is looked up in a 729-entry table built

@@ -18,8 +18,8 @@ from bot.optimize.search import ParamSet
 from bot.optimize.walkforward import DAY, Leg, trade_plan, walk_forward
 from bot.trading import strategies as st
 from tests.conftest import make_settings
+from tests.optimize.test_search import market
 from tests.test_cli import run_bot
-from tests.test_search import market
 
 FIRST = st.FIRST_DECISION
 # Exits, the cooldown, the stop guard and the loss limit all on: state the
@@ -279,7 +279,7 @@ def test_walkforward_bad_usage_is_one_sentence_and_exit_2(csv_file, tmp_path, ar
 
 
 def test_walkforward_from_the_database(db, database_url, tmp_path):
-    from tests.test_optimizer import _store
+    from tests.optimize.test_optimizer import _store
     _store(db, md.generate(3 * 1440, seed=9))  # in 2024: --days reaches back that far
     done = run_bot("walkforward", "--days", "100000", "--train-days", "2", "--candidates",
                    "30", "--json", "--quiet", env={"DATABASE_URL": database_url}, cwd=tmp_path)

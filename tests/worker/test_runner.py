@@ -4,7 +4,7 @@ the signal comes; a dead child restarted while the others keep working, a
 child that keeps dying given up; no child outliving `bot run`.
 
 The supervisor's behaviour is tested over small stand-in children
-(tests/fake_children.py), so that it can be started and stopped many times;
+(tests/worker/fake_children.py), so that it can be started and stopped many times;
 `bot run` itself with real Celery workers, a private Redis, a scratch
 database and the fake Upbit server."""
 
@@ -25,8 +25,8 @@ import pytest
 import redis
 
 from bot.worker.runner import RestartPolicy, _pump
-from tests.e2e_support import ROOT, RedisServer, wait_for
-from tests.fakeupbit import FakeUpbit
+from testkit.e2e import ROOT, RedisServer, wait_for
+from testkit.fakeupbit import FakeUpbit
 from tests.test_logs import LINE
 
 pytestmark = [pytest.mark.timeout(180)]
@@ -109,7 +109,8 @@ def _children_of(pid: int) -> dict[str, int]:
 
 
 def supervise(*args: str) -> Output:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.fake_children", "supervise", *args],
+    proc = subprocess.Popen([sys.executable, "-m", "tests.worker.fake_children", "supervise",
+                             *args],
                             cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return Output(proc)

@@ -19,8 +19,8 @@ from bot.storage import positions
 from bot.storage import weights as weight_store
 from bot.trading.lifecycle import TradeContext, reconcile_market
 from bot.trading.trader import order_identifier, trade_market
+from testkit.fakeupbit import FakeUpbit, ManualClock
 from tests.conftest import make_settings
-from tests.fakeupbit import FakeUpbit, ManualClock
 
 D = Decimal
 M = "KRW-BTC"

@@ -18,7 +18,7 @@ from bot.errors import UnknownMarket
 from bot.exchange.upbit import UpbitClient
 from bot.storage import Database
 from bot.storage import candles as candle_store
-from tests.fakeupbit import FakeUpbit, ManualClock
+from testkit.fakeupbit import FakeUpbit, ManualClock
 
 START = datetime(2026, 3, 2, 12, 0, 30, tzinfo=UTC)
 CANDLES = "/v1/candles/minutes/1"

@@ -1,6 +1,6 @@
 """The backtest engine: hand-computed trades, the contract with the decision
 function and a bar-by-bar reference simulation, tick rounding, no look-ahead,
-and the CSV reader (the batch evaluator: tests/test_batch.py)."""
+and the CSV reader (the batch evaluator: tests/optimize/test_batch.py)."""
 
 from __future__ import annotations
 

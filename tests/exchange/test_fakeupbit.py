@@ -1,4 +1,4 @@
-"""The fake Upbit server (tests/fakeupbit.py) speaks Upbit's API as the other tests
+"""The fake Upbit server (testkit/fakeupbit.py) speaks Upbit's API as the other tests
 assume: candle paging, gaps, the in-progress candle, rate limits, JWT checks, order
 fills with exact balances, and fault injection. Plain ``requests`` and hand-made JWTs,
 so nothing here depends on the daemon's own client."""
@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlencode
 
@@ -22,7 +21,8 @@ import jwt
 import pytest
 import requests
 
-from tests.fakeupbit import (
+from testkit import ROOT
+from testkit.fakeupbit import (
     ERROR_DUPLICATE_IDENTIFIER,
     ERROR_NOT_CANCELLABLE,
     FakeUpbit,
@@ -503,9 +503,9 @@ def test_order_committed_but_answer_lost(upbit: FakeUpbit) -> None:
 
 
 def test_runs_standalone() -> None:
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakeupbit", "--port", "0", "--speedup", "60",
+        [sys.executable, "-m", "testkit.fakeupbit", "--port", "0", "--speedup", "60",
          "--epoch", str(time.time()), "--markets", "KRW-BTC,KRW-ETH", "--rate-limit", "10",
          "--history-minutes", "100"],
         cwd=root, stdout=subprocess.PIPE, text=True)

@@ -24,9 +24,9 @@ from bot.report.messages import format_message, repeated_failure
 from bot.storage import orders as order_store
 from bot.trading.lifecycle import TradeContext
 from bot.trading.trader import order_identifier, trade_market
+from testkit.candles import T0, FakeClock, store_closes
+from testkit.logcapture import captured_logs, json_lines
 from tests.conftest import REDIS_URL, make_settings
-from tests.helpers import T0, FakeClock, store_closes
-from tests.logcapture import captured_logs, json_lines
 
 D = Decimal
 M = "KRW-BTC"

@@ -25,10 +25,10 @@ from bot.storage import weights as weight_store
 from bot.trading.in_force import params_in_force
 from bot.trading.lifecycle import TradeContext
 from bot.trading.trader import trade_market
+from testkit.logcapture import captured_logs, text_lines
 from tests.conftest import make_settings
-from tests.logcapture import captured_logs, text_lines
+from tests.optimize.test_search import market as synthetic
 from tests.test_cli import run_bot
-from tests.test_search import market as synthetic
 
 M = "KRW-BTC"
 REQUIRED = {"final_equity", "total_return", "buy_and_hold_return", "max_drawdown", "sharpe",
@@ -302,8 +302,8 @@ def test_the_due_check_runs_what_is_due_until_a_run_judged(db, database_url):
 def test_a_fresh_install_optimizes_soon_after_its_workers_start(tmp_path):
     """Real workers and Beat, with OPTIMIZE_SCHEDULE far away: the first
     backfill sends the due check, which runs the optimizer."""
-    from tests.e2e_support import wait_for
-    from tests.test_e2e import Daemon
+    from testkit.e2e import wait_for
+    from tests.e2e.test_e2e import Daemon
     d = Daemon(tmp_path, env={"OPTIMIZE_SCHEDULE": "0 0 1 1 *"})  # not in this test's span
     try:
         for role in ("collector", "optimizer", "beat"):
@@ -321,9 +321,9 @@ def test_history_stored_before_the_start_is_judged_when_the_optimizer_starts(tmp
     check is 15 minutes away (no Beat here at all): the optimizer worker asks
     for the due runs as soon as it is ready."""
     from bot.storage.migrate import migrate
-    from tests.e2e_support import wait_for
-    from tests.helpers import store_closes
-    from tests.test_e2e import Daemon
+    from testkit.candles import store_closes
+    from testkit.e2e import wait_for
+    from tests.e2e.test_e2e import Daemon
     d = Daemon(tmp_path, env={"OPTIMIZE_SCHEDULE": "0 0 1 1 *"})
     try:
         migrate(d.db)

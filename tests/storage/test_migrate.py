@@ -13,7 +13,7 @@ from psycopg2.extensions import make_dsn
 from bot.models import Candle
 from bot.storage import Database, candles
 from bot.storage.migrate import MigrateResult, available_migrations, migrate
-from tests import e2e_support
+from testkit import e2e
 from tests.conftest import PG_ADMIN_DSN, _admin, dsn_for
 
 
@@ -35,7 +35,7 @@ def restricted_url():
     name, role = f"bot_mig_{suffix}", f"bot_plain_{suffix}"
     _admin(f"CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE")
     _admin(f"CREATE DATABASE {name}")
-    e2e_support.admin(dsn_for(name), f"GRANT CREATE ON SCHEMA public TO {role}")
+    e2e.admin(dsn_for(name), f"GRANT CREATE ON SCHEMA public TO {role}")
     yield make_dsn(dsn_for(name), user=role), dsn_for(name)
     _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     _admin(f"DROP ROLE IF EXISTS {role}")

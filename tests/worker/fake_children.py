@@ -2,14 +2,14 @@
 supervisor (bot/worker/runner.py) that start and stop it many times: real
 processes, real signals, no Celery.
 
-``python -m tests.fake_children child NAME [--ignore-term] [--die S CODE] [--once FILE]
+``python -m tests.worker.fake_children child NAME [--ignore-term] [--die S CODE] [--once FILE]
 [--go FILE]`` prints ``ready NAME PID`` and sleeps; SIGTERM makes it print
 ``stopped NAME`` and exit 0 (``--ignore-term``: it ignores SIGTERM); ``--die``
 makes it exit with CODE after S seconds (counted once FILE of ``--go``
 exists; with ``--once FILE``: only while FILE is absent, which that first run
 creates).
 
-``python -m tests.fake_children supervise [options] SPEC...`` runs
+``python -m tests.worker.fake_children supervise [options] SPEC...`` runs
 :func:`bot.worker.runner.run` over such children (SPEC: ``NAME`` or
 ``NAME:option,...`` with ``ignore-term``, ``die=S/CODE``, ``once=FILE``,
 ``go=FILE``). With ``--worst-moment SIGNAL``, a SIGUSR1 makes the supervisor's
@@ -48,7 +48,7 @@ def child(args: argparse.Namespace) -> int:
 def _spec(text: str):
     from bot.worker.runner import Child
     name, _, options = text.partition(":")
-    argv = [sys.executable, "-m", "tests.fake_children", "child", name]
+    argv = [sys.executable, "-m", "tests.worker.fake_children", "child", name]
     for option in filter(None, options.split(",")):
         key, _, value = option.partition("=")
         values = value.split("/") if key == "die" else [value] if value else []
@@ -87,7 +87,7 @@ def supervise(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.fake_children")
+    parser = argparse.ArgumentParser(prog="python -m tests.worker.fake_children")
     sub = parser.add_subparsers(dest="mode", required=True)
     c = sub.add_parser("child")
     c.add_argument("name")

@@ -13,7 +13,7 @@ Use::
         requests.get(upbit.url + "/v1/candles/minutes/1", params={"market": "KRW-BTC"})
 
 or standalone (end-to-end tests, other processes):
-``python -m tests.fakeupbit --port 8765 --speedup 60 --epoch 1700000000 --rate-limit 10``
+``python -m testkit.fakeupbit --port 8765 --speedup 60 --epoch 1700000000 --rate-limit 10``
 prints its URL and serves until killed.
 
 Semantics (tests rely on these; change them only on purpose):
@@ -1601,7 +1601,7 @@ class ManualClock:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.fakeupbit",
+    parser = argparse.ArgumentParser(prog="python -m testkit.fakeupbit",
                                      description="Serve a fake Upbit REST API until killed.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 = a free port")

@@ -15,12 +15,12 @@ import pytest
 from bot.optimize import backtest as bt
 from bot.optimize import plot
 from bot.trading.strategies import FIRST_DECISION, WINDOW
-from tests.helpers import store_closes
-from tests.test_backtest import candles, random_walk
+from testkit import ROOT
+from testkit.candles import store_closes
+from tests.optimize.test_backtest import candles, random_walk
 from tests.test_cli import run_bot
 
 PNG = b"\x89PNG\r\n\x1a\n"
-ROOT = Path(__file__).resolve().parent.parent
 PARAMS = bt.BacktestParams(aggressiveness=0.0)
 
 

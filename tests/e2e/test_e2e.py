@@ -20,10 +20,10 @@ from celery import Celery
 from bot.storage import Database
 from bot.storage import candles as candle_store
 from bot.storage import orders as order_store
+from testkit.e2e import RedisServer, Stack, TcpProxy, wait_for
+from testkit.fakeupbit import FakeUpbit
 from tests.conftest import _admin, dsn_for
-from tests.e2e_support import RedisServer, Stack, TcpProxy, wait_for
-from tests.fakeupbit import FakeUpbit
-from tests.test_search import market as planted_market
+from tests.optimize.test_search import market as planted_market
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 

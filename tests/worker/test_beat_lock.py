@@ -11,7 +11,7 @@ import redis
 
 from bot.storage.keys import BEAT_LOCK
 from bot.worker.scheduler import BeatLock
-from tests.e2e_support import RedisServer, Stack, wait_for
+from testkit.e2e import RedisServer, Stack, wait_for
 from tests.test_logs import LINE
 
 pytestmark = [pytest.mark.timeout(120)]

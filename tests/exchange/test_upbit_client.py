@@ -35,7 +35,7 @@ from bot.exchange.ratelimit import GROUP_LIMITS, parse_remaining, route_group
 from bot.exchange.upbit import UpbitClient
 from bot.exchange.upbit_errors import error_class, error_fields
 from bot.models import Balance
-from tests.upbit_fakes import (
+from testkit.upbit_json import (
     ACCESS,
     BASE,
     SECRET,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psycopg2
 
-ROOT = Path(__file__).resolve().parent.parent
+from testkit import ROOT
 
 
 def admin(admin_dsn: str, sql: str) -> None:
