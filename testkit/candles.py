@@ -34,15 +34,3 @@ def store_closes(db: Database, market: str, closes, *, start: datetime = T0,
                            final=final_last or i < len(closes) - 1))
     candle_store.upsert_candles(db, rows, "1m")
     return rows
-
-
-class FakeClock:
-    def __init__(self, start: datetime):
-        self.current = start
-
-    def __call__(self) -> datetime:
-        return self.current
-
-    def advance(self, **kw) -> datetime:
-        self.current += timedelta(**kw)
-        return self.current

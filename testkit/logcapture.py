@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -40,3 +41,8 @@ def text_lines(text: str, event: str) -> list[str]:
     """Text lines whose event (the 4th column) is ``event``."""
     return [line for line in text.splitlines()
             if len(line.split(" ")) > 3 and [p for p in line.split(" ") if p][3] == event]
+
+
+# One line of the text log format: time, level, logger, event, fields.
+LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (DEBUG|INFO |WARNING|ERROR|CRITICAL)"
+                  r" +(\S+) (\S+)( .*)?$")

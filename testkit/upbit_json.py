@@ -6,26 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from bot.exchange.upbit import UpbitClient
+from testkit.clock import FakeClock
 
 BASE = "https://api.upbit.test"
 ACCESS = "test-access-AKxq81bN2mZr5wLp0Vt7Ue3Hs"
 SECRET = "test-secret-SKp3Zr9Qa7Lm2Xw8Nc4Bv6Ty1Jhx"  # 40 bytes, like Upbit's
-
-
-class FakeClock:
-    """``monotonic`` for the client; ``sleep`` records and advances time."""
-
-    def __init__(self, start: float = 1000.0):
-        self.now = start
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds > 0, "the client must never sleep for nothing"
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def make_client(clock: FakeClock, *, keys: bool = True, **kwargs: Any) -> UpbitClient:

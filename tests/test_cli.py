@@ -4,20 +4,12 @@ against a local database and a local server speaking Upbit's API."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from bot.storage import candles as candle_store
+from testkit.cli import run_bot
 from testkit.fakeupbit import FakeUpbit
-
-
-def run_bot(*args: str, env: dict[str, str], cwd, timeout: float = 60):
-    full_env = {"PATH": os.environ["PATH"], **env}
-    return subprocess.run([sys.executable, "-m", "bot", *args], env=full_env, cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture

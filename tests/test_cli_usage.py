@@ -11,7 +11,7 @@ import pytest
 
 from bot import clock
 from testkit.candles import store_closes
-from tests.test_cli import run_bot
+from testkit.cli import run_bot
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
@@ -115,16 +115,16 @@ def test_every_json_output_follows_one_convention(db, env, tmp_path):
 def test_an_unmigrated_database_says_run_migrate(tmp_path):
     import uuid
 
-    from tests.conftest import _admin, dsn_for
+    from testkit.settings import admin, dsn_for
     name = f"bot_empty_{uuid.uuid4().hex[:8]}"
-    _admin(f"CREATE DATABASE {name}")
+    admin(f"CREATE DATABASE {name}")
     try:
         done = run_bot("status", "--json", env={"DATABASE_URL": dsn_for(name),
                                                 "UPBIT_API_BASE": "http://127.0.0.1:1"},
                        cwd=tmp_path)
         trade = run_bot("trade", env={"DATABASE_URL": dsn_for(name)}, cwd=tmp_path)
     finally:
-        _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     assert trade.returncode == 1 and "Traceback" not in trade.stderr
     assert "run `bot migrate`" in trade.stderr
     assert "Traceback" not in done.stderr

@@ -25,16 +25,15 @@ from bot.report.notify import flush, notifier
 from bot.trading.lifecycle import TradeContext, reconcile, reconcile_market
 from bot.trading.trader import trade_market
 from testkit import ROOT
-from testkit.candles import T0, FakeClock, store_closes
+from testkit.candles import T0, store_closes
+from testkit.clock import FakeClock
 from testkit.fakeupbit import FakeUpbit, ManualClock
-from testkit.logcapture import captured_logs, json_lines
-from tests.conftest import make_settings
+from testkit.logcapture import LINE, captured_logs, json_lines
+from testkit.settings import make_settings
 
 D = Decimal
 M = "KRW-BTC"
 log = logging.getLogger("bot.test")
-LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (DEBUG|INFO |WARNING|ERROR|CRITICAL)"
-                  r" +(\S+) (\S+)( .*)?$")
 
 
 def _fields(line: str) -> dict[str, str]:

@@ -22,8 +22,8 @@ from bot.storage import candles as candle_store
 from bot.storage import orders as order_store
 from testkit.e2e import RedisServer, Stack, TcpProxy, wait_for
 from testkit.fakeupbit import FakeUpbit
-from tests.conftest import _admin, dsn_for
-from tests.optimize.test_search import market as planted_market
+from testkit.series import momentum_market as planted_market
+from testkit.settings import admin, dsn_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -49,7 +49,7 @@ class Daemon:
 
     def __init__(self, workdir, *, env=None, server_kw=None, planted=True):
         self.name = f"bot_e2e_{uuid.uuid4().hex[:10]}"
-        _admin(f"CREATE DATABASE {self.name}")
+        admin(f"CREATE DATABASE {self.name}")
         self.url = dsn_for(self.name)
         self.db = Database(self.url)
         self.epoch = time.time()
@@ -111,7 +111,7 @@ class Daemon:
         self.redis.stop()
         self.server.stop()
         self.db.close()
-        _admin(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+        admin(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
 
 
 def _no_duplicates(d: Daemon) -> None:

@@ -14,7 +14,8 @@ from bot.errors import InsufficientFunds, InvalidOrder, OrderNotFound
 from bot.exchange.paper import PaperExchange
 from bot.exchange.protocol import free_balance
 from bot.storage import candles as candle_store
-from testkit.candles import T0, FakeClock, candle
+from testkit.candles import T0, candle
+from testkit.clock import FakeClock
 
 D = Decimal
 

@@ -18,7 +18,8 @@ import responses
 from bot.errors import AuthError
 from bot.exchange.transport import build_query
 from bot.exchange.upbit import UpbitClient
-from testkit.upbit_json import ACCESS, BASE, SECRET, FakeClock, make_client, order_json
+from testkit.clock import FakeClock
+from testkit.upbit_json import ACCESS, BASE, SECRET, make_client, order_json
 
 # Upbit's secrets are 40 bytes; PyJWT would warn about it when the test verifies.
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.InsecureKeyLengthWarning")

@@ -35,11 +35,11 @@ from bot.exchange.ratelimit import GROUP_LIMITS, parse_remaining, route_group
 from bot.exchange.upbit import UpbitClient
 from bot.exchange.upbit_errors import error_class, error_fields
 from bot.models import Balance
+from testkit.clock import FakeClock
 from testkit.upbit_json import (
     ACCESS,
     BASE,
     SECRET,
-    FakeClock,
     candle_json,
     make_client,
     order_json,

@@ -5,7 +5,6 @@ and the CSV reader (the batch evaluator: tests/optimize/test_batch.py)."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from decimal import Decimal
 
 import numpy as np
@@ -17,28 +16,9 @@ from bot.config import load_settings
 from bot.models import CandleArrays
 from bot.money import KRW_TICKS, floor_volume
 from bot.optimize import backtest as bt
+from testkit.series import candles, random_walk
 
-DAY0 = int(datetime(2024, 3, 1, tzinfo=UTC).timestamp())
 DEFAULT = bt.BacktestParams()
-
-
-def candles(close, high=None, low=None, open_=None, start=DAY0) -> CandleArrays:
-    c = np.asarray(close, dtype=np.float64)
-    n = len(c)
-    o = np.concatenate([[c[0]], c[:-1]]) if open_ is None else np.asarray(open_, float)
-    h = np.maximum(o, c) if high is None else np.asarray(high, float)
-    lo = np.minimum(o, c) if low is None else np.asarray(low, float)
-    return CandleArrays(start + 60 * np.arange(n, dtype=np.int64), o, h, lo, c, np.ones(n))
-
-
-def random_walk(n: int, seed: int, *, price: float = 50_000_000.0, vol: float = 0.001,
-                drift: float = 0.0) -> CandleArrays:
-    rng = np.random.default_rng(seed)
-    close = np.round(price * np.exp(np.cumsum(rng.normal(drift, vol, n))) / 1000) * 1000
-    open_ = np.concatenate([[close[0]], close[:-1]])
-    high = np.maximum(open_, close) * (1 + np.abs(rng.normal(0, vol / 2, n)))
-    low = np.minimum(open_, close) * (1 - np.abs(rng.normal(0, vol / 2, n)))
-    return candles(close, high, low, open_)
 
 
 # --- hand-built series --------------------------------------------------------------

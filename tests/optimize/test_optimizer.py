@@ -15,34 +15,24 @@ import pytest
 
 from bot.exchange.factory import make_exchange
 from bot.exchange.paper import PaperExchange
-from bot.models import Candle
 from bot.optimize.job import due_markets, enough_candles, optimize_market
 from bot.storage import Database
-from bot.storage import candles as candle_store
 from bot.storage import decisions as decision_store
 from bot.storage import optimizer_runs as run_store
 from bot.storage import weights as weight_store
 from bot.trading.in_force import params_in_force
 from bot.trading.lifecycle import TradeContext
 from bot.trading.trader import trade_market
+from testkit.cli import run_bot
 from testkit.logcapture import captured_logs, text_lines
-from tests.conftest import make_settings
-from tests.optimize.test_search import market as synthetic
-from tests.test_cli import run_bot
+from testkit.series import momentum_market as synthetic
+from testkit.series import store_arrays
+from testkit.settings import make_settings
 
 M = "KRW-BTC"
 REQUIRED = {"final_equity", "total_return", "buy_and_hold_return", "max_drawdown", "sharpe",
             "round_trips", "fills", "win_rate", "exposure", "fees"}
 
-
-def _store(db, arrays, market=M):
-    rows = [Candle(market, datetime.fromtimestamp(int(t), UTC), Decimal(f"{o:.0f}"),
-                   Decimal(f"{h:.0f}"), Decimal(f"{lo:.0f}"), Decimal(f"{c:.0f}"), Decimal(1),
-                   Decimal(f"{c:.0f}"), 1, {"final": True})
-            for t, o, h, lo, c in zip(arrays.ts, arrays.open, arrays.high, arrays.low,
-                                      arrays.close, strict=True)]
-    candle_store.upsert_candles(db, rows, "1m")
-    return datetime.fromtimestamp(int(arrays.ts[-1]), UTC)
 
 
 def _settings(database_url, **kw):
@@ -52,7 +42,7 @@ def _settings(database_url, **kw):
 
 
 def test_planted_edge_is_adopted_and_the_trader_uses_it(db, database_url):
-    last = _store(db, synthetic(8000, 0, edge=0.0004))
+    last = store_arrays(db, synthetic(8000, 0, edge=0.0004))
     now = last + timedelta(minutes=1, seconds=2)
     settings = _settings(database_url)
     notes = []
@@ -78,7 +68,7 @@ def test_planted_edge_is_adopted_and_the_trader_uses_it(db, database_url):
 
 
 def test_an_adopted_set_stores_its_values_and_the_trader_gets_them(db, database_url):
-    last = _store(db, synthetic(8000, 0, edge=0.0004))
+    last = store_arrays(db, synthetic(8000, 0, edge=0.0004))
     settings = _settings(database_url)  # OPTIMIZE_TUNE: weights,threshold,cooldown
     run = optimize_market(settings, db, M, seed=0, now=lambda: last + timedelta(minutes=2))
     assert run.verdict == "adopt", run.reason
@@ -158,7 +148,7 @@ def test_a_set_none_of_whose_groups_is_tuned_is_not_in_force(db, database_url):
 def test_stand_aside_is_recorded_notified_once_and_lifted_by_an_adoption(db, database_url):
     # Five days of a steady fall: the defaults churn and lose, nothing qualifies.
     fall = synthetic(7200, 1, drift=-0.0002)
-    last = _store(db, fall)
+    last = store_arrays(db, fall)
     settings = _settings(database_url, OPTIMIZE_LOOKBACK_DAYS="5", OPTIMIZE_CANDIDATES="200")
     notes = []
 
@@ -195,7 +185,7 @@ def test_stand_aside_is_recorded_notified_once_and_lifted_by_an_adoption(db, dat
     # later, candles with an edge: a set is adopted and buying resumes
     edge = synthetic(7200, 0, edge=0.0004)
     shift = int(fall.ts[-1]) + 60 - int(edge.ts[0])
-    later = _store(db, type(edge)(edge.ts + shift, edge.open, edge.high, edge.low, edge.close,
+    later = store_arrays(db, type(edge)(edge.ts + shift, edge.open, edge.high, edge.low, edge.close,
                                   edge.volume))
     run = optimize_market(settings, db, M, seed=0, notify=note,
                           now=lambda: later + timedelta(minutes=2))
@@ -245,8 +235,8 @@ def test_enough_candles_is_what_the_split_can_judge():
 
 def test_due_markets_until_a_run_had_candles_enough(db, database_url):
     settings = _settings(database_url, MARKETS="KRW-BTC,KRW-ETH", OPTIMIZE_LOOKBACK_DAYS="5")
-    last = _store(db, synthetic(3000, 0))  # KRW-BTC: enough to judge
-    _store(db, synthetic(600, 1), market="KRW-ETH")  # too few yet
+    last = store_arrays(db, synthetic(3000, 0))  # KRW-BTC: enough to judge
+    store_arrays(db, synthetic(600, 1), market="KRW-ETH")  # too few yet
     now = last + timedelta(minutes=2)
     due = due_markets(settings, db, now)
     assert due.run == ("KRW-BTC",) and due.waiting == ("KRW-ETH",)
@@ -276,7 +266,7 @@ def test_the_due_check_runs_what_is_due_until_a_run_judged(db, database_url):
     history = synthetic(3000, 0)
     newest = type(history)(*(getattr(history, f)[-400:] for f in
                              ("ts", "open", "high", "low", "close", "volume")))
-    last = _store(db, newest)  # the first backfill has not reached back yet
+    last = store_arrays(db, newest)  # the first backfill has not reached back yet
     now = last + timedelta(minutes=2)
     runs = []
 
@@ -289,7 +279,7 @@ def test_the_due_check_runs_what_is_due_until_a_run_judged(db, database_url):
     (line,) = text_lines(out.getvalue(), "optimize.due")
     assert "waiting=KRW-BTC" in line and "run=none" in line
     # fifteen minutes later the history is in: a run
-    _store(db, history)
+    store_arrays(db, history)
     check(now + timedelta(minutes=15))
     assert runs == [M]
     optimize_market(settings, db, M, seed=0, now=lambda: now + timedelta(minutes=15))
@@ -341,7 +331,7 @@ def test_history_stored_before_the_start_is_judged_when_the_optimizer_starts(tmp
 
 
 def test_noise_keeps_the_current_weights(db, database_url):
-    last = _store(db, synthetic(8000, 1))
+    last = store_arrays(db, synthetic(8000, 1))
     before = weight_store.adopt(db, M, {"trend": 1.0}, source="manual")
     settings = _settings(database_url, AGGRESSIVENESS="0.0015")
     run = optimize_market(settings, db, M, seed=0, now=lambda: last + timedelta(minutes=2))
@@ -352,7 +342,7 @@ def test_noise_keeps_the_current_weights(db, database_url):
 
 
 def test_too_few_candles_is_logged_and_kept(db, database_url):
-    last = _store(db, synthetic(300, 2))
+    last = store_arrays(db, synthetic(300, 2))
     run = optimize_market(_settings(database_url), db, M,
                           now=lambda: last + timedelta(minutes=2))
     assert not run.adopted and "not enough candles" in run.reason
@@ -360,7 +350,7 @@ def test_too_few_candles_is_logged_and_kept(db, database_url):
 
 
 def test_no_save_stores_nothing(db, database_url):
-    last = _store(db, synthetic(8000, 0, edge=0.0004))
+    last = store_arrays(db, synthetic(8000, 0, edge=0.0004))
     run = optimize_market(_settings(database_url), db, M, seed=0, save=False,
                           now=lambda: last + timedelta(minutes=2))
     assert run.adopted and run.run_id is None
@@ -368,7 +358,7 @@ def test_no_save_stores_nothing(db, database_url):
 
 
 def test_same_seed_same_weights(db, database_url):
-    last = _store(db, synthetic(3000, 5, edge=0.0002))
+    last = store_arrays(db, synthetic(3000, 5, edge=0.0002))
     now = last + timedelta(minutes=2)
     runs = [optimize_market(_settings(database_url), db, M, seed=7, save=False,
                             now=lambda: now).outcome.weights for _ in range(2)]
@@ -435,7 +425,7 @@ def test_bad_csv_exits_2_naming_the_line(tmp_path):
 
 
 def test_backtest_from_the_database(db, database_url, tmp_path):
-    _store(db, synthetic(3000, 4))  # in 2024: --days reaches back that far
+    store_arrays(db, synthetic(3000, 4))  # in 2024: --days reaches back that far
     env = {"DATABASE_URL": database_url}
     done = run_bot("backtest", "--json", "--days", "100000", env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr

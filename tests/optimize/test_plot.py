@@ -17,8 +17,8 @@ from bot.optimize import plot
 from bot.trading.strategies import FIRST_DECISION, WINDOW
 from testkit import ROOT
 from testkit.candles import store_closes
-from tests.optimize.test_backtest import candles, random_walk
-from tests.test_cli import run_bot
+from testkit.cli import run_bot
+from testkit.series import candles, random_walk
 
 PNG = b"\x89PNG\r\n\x1a\n"
 PARAMS = bt.BacktestParams(aggressiveness=0.0)

@@ -5,7 +5,6 @@ OPTIMIZE_TUNE limits what changes, and a seed fixes the result."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -14,31 +13,13 @@ from bot.models import CandleArrays
 from bot.optimize import search as opt
 from bot.optimize.backtest import BacktestParams
 from bot.trading import strategies as st
+from testkit.series import DAY0
+from testkit.series import momentum_market as market
 
-DAY0 = int(datetime(2024, 3, 1, tzinfo=UTC).timestamp())
 # Cheap trading, so that a modest edge survives costs.
 CHEAP = BacktestParams(aggressiveness=0.0, fee_rate=0.0005, fee_buffer=0.0005)
 SETTINGS_LIKE = BacktestParams(threshold=0.2, stop_loss_pct=5.0)  # costs as the defaults
 
-
-def market(n: int, seed: int, edge: float = 0.0, vol: float = 0.001,
-           drift: float = 0.0) -> CandleArrays:
-    """A random walk; with ``edge`` the next log return gets ``edge * momentum``
-    (the sign of close - close five bars earlier): momentum truly predicts.
-    ``drift`` is added to every log return (negative: a steady fall)."""
-    rng = np.random.default_rng(seed)
-    close = np.empty(n)
-    close[:6] = 50_000_000.0
-    noise = rng.normal(0.0, vol, n)
-    for t in range(6, n):
-        close[t] = close[t - 1] * np.exp(edge * np.sign(close[t - 1] - close[t - 6]) + drift
-                                         + noise[t])
-    close = np.round(close / 1000) * 1000
-    open_ = np.concatenate([[close[0]], close[:-1]])
-    high = np.maximum(open_, close) * (1 + np.abs(rng.normal(0, vol / 2, n)))
-    low = np.minimum(open_, close) * (1 - np.abs(rng.normal(0, vol / 2, n)))
-    return CandleArrays(DAY0 + 60 * np.arange(n, dtype=np.int64), open_, high, low, close,
-                        np.ones(n))
 
 
 def test_recovers_a_planted_momentum_edge():

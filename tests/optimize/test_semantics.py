@@ -19,7 +19,7 @@ from bot.models import SIGNAL_NAMES, CandleArrays
 from bot.money import floor_volume
 from bot.optimize import backtest as bt
 from bot.trading import strategies as st
-from tests.optimize.test_backtest import DAY0, candles
+from testkit.series import DAY0, candles
 
 D = Decimal
 
@@ -259,8 +259,8 @@ def run_trader(db, database_url, series: CandleArrays, weights, params, monkeypa
     from bot.storage import decisions as decision_store
     from bot.storage import positions
     from bot.trading.lifecycle import TradeContext
-    from testkit.candles import FakeClock
-    from tests.conftest import make_settings
+    from testkit.clock import FakeClock
+    from testkit.settings import make_settings
 
     if params.stand_aside:
         real = trader_module.params_in_force

@@ -17,9 +17,9 @@ from bot.optimize.backtest import BUY, SELL, BacktestParams, prepare, run_backte
 from bot.optimize.search import ParamSet
 from bot.optimize.walkforward import DAY, Leg, trade_plan, walk_forward
 from bot.trading import strategies as st
-from tests.conftest import make_settings
-from tests.optimize.test_search import market
-from tests.test_cli import run_bot
+from testkit.cli import run_bot
+from testkit.series import momentum_market as market
+from testkit.settings import make_settings
 
 FIRST = st.FIRST_DECISION
 # Exits, the cooldown, the stop guard and the loss limit all on: state the
@@ -279,8 +279,8 @@ def test_walkforward_bad_usage_is_one_sentence_and_exit_2(csv_file, tmp_path, ar
 
 
 def test_walkforward_from_the_database(db, database_url, tmp_path):
-    from tests.optimize.test_optimizer import _store
-    _store(db, md.generate(3 * 1440, seed=9))  # in 2024: --days reaches back that far
+    from testkit.series import store_arrays
+    store_arrays(db, md.generate(3 * 1440, seed=9))  # in 2024: --days reaches back that far
     done = run_bot("walkforward", "--days", "100000", "--train-days", "2", "--candidates",
                    "30", "--json", "--quiet", env={"DATABASE_URL": database_url}, cwd=tmp_path)
     assert done.returncode == 0, done.stderr

@@ -24,9 +24,10 @@ from bot.report.messages import format_message, repeated_failure
 from bot.storage import orders as order_store
 from bot.trading.lifecycle import TradeContext
 from bot.trading.trader import order_identifier, trade_market
-from testkit.candles import T0, FakeClock, store_closes
+from testkit.candles import T0, store_closes
+from testkit.clock import FakeClock
 from testkit.logcapture import captured_logs, json_lines
-from tests.conftest import REDIS_URL, make_settings
+from testkit.settings import REDIS_URL, make_settings
 
 D = Decimal
 M = "KRW-BTC"

@@ -35,8 +35,9 @@ from bot.storage import orders as order_store
 from bot.trading import accounting
 from bot.trading.lifecycle import TradeContext
 from bot.trading.trader import order_identifier, trade_market
-from testkit.candles import T0, FakeClock, candle, store_closes
-from tests.conftest import REDIS_URL, make_settings
+from testkit.candles import T0, candle, store_closes
+from testkit.clock import FakeClock
+from testkit.settings import REDIS_URL, make_settings
 
 D = Decimal
 M = "KRW-BTC"

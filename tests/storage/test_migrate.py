@@ -14,15 +14,15 @@ from bot.models import Candle
 from bot.storage import Database, candles
 from bot.storage.migrate import MigrateResult, available_migrations, migrate
 from testkit import e2e
-from tests.conftest import PG_ADMIN_DSN, _admin, dsn_for
+from testkit.settings import PG_ADMIN_DSN, admin, dsn_for
 
 
 @pytest.fixture
 def fresh_url():
     name = f"bot_mig_{uuid.uuid4().hex[:10]}"
-    _admin(f"CREATE DATABASE {name}")
+    admin(f"CREATE DATABASE {name}")
     yield dsn_for(name)
-    _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture
@@ -33,12 +33,12 @@ def restricted_url():
     (timescaledb.control says trusted, so database CREATE is all it would need)."""
     suffix = uuid.uuid4().hex[:10]
     name, role = f"bot_mig_{suffix}", f"bot_plain_{suffix}"
-    _admin(f"CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE")
-    _admin(f"CREATE DATABASE {name}")
+    admin(f"CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE")
+    admin(f"CREATE DATABASE {name}")
     e2e.admin(dsn_for(name), f"GRANT CREATE ON SCHEMA public TO {role}")
     yield make_dsn(dsn_for(name), user=role), dsn_for(name)
-    _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    _admin(f"DROP ROLE IF EXISTS {role}")
+    admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin(f"DROP ROLE IF EXISTS {role}")
 
 
 def _timescale_expected() -> bool:

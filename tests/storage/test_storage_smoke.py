@@ -112,7 +112,7 @@ def test_connections_are_kept_between_uses_and_a_dead_one_is_replaced(database_u
     from bot.errors import DatabaseUnavailable
     from bot.storage import Database
     from bot.storage import db as db_module
-    from tests.conftest import _admin
+    from testkit.settings import admin
 
     db = Database(database_url)
 
@@ -124,14 +124,14 @@ def test_connections_are_kept_between_uses_and_a_dead_one_is_replaced(database_u
     pids = {backend() for _ in range(5)}
     assert len(pids) == 1  # one connection, reused (not a connect per cursor)
     (pid,) = pids
-    _admin(f"SELECT pg_terminate_backend({pid})")
+    admin(f"SELECT pg_terminate_backend({pid})")
     # used at once, the dropped connection fails as a retryable error, and is replaced
     with pytest.raises(DatabaseUnavailable):
         backend()
     second = backend()
     assert second != pid
     # idle for a while, a dropped connection is found out before use: no error at all
-    _admin(f"SELECT pg_terminate_backend({second})")
+    admin(f"SELECT pg_terminate_backend({second})")
     monkeypatch.setattr(db_module, "PING_AFTER_IDLE", 0.0)
     assert backend() not in (pid, second)
     db.close()

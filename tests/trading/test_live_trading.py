@@ -20,7 +20,7 @@ from bot.storage import weights as weight_store
 from bot.trading.lifecycle import TradeContext, reconcile_market
 from bot.trading.trader import order_identifier, trade_market
 from testkit.fakeupbit import FakeUpbit, ManualClock
-from tests.conftest import make_settings
+from testkit.settings import make_settings
 
 D = Decimal
 M = "KRW-BTC"

@@ -15,8 +15,9 @@ from bot.storage import orders as order_store
 from bot.storage import weights as weight_store
 from bot.trading.lifecycle import TradeContext, reconcile_market
 from bot.trading.trader import OrderPlan, order_identifier, plan_buy, plan_sell, trade_market
-from testkit.candles import T0, FakeClock, store_closes
-from tests.conftest import make_settings
+from testkit.candles import T0, store_closes
+from testkit.clock import FakeClock
+from testkit.settings import make_settings
 
 D = Decimal
 M = "KRW-BTC"

@@ -20,8 +20,9 @@ from bot.exchange.upbit import UpbitClient
 from bot.storage import orders as order_store
 from bot.trading.lifecycle import TradeContext
 from bot.trading.trader import order_identifier, trade_market
-from testkit.candles import T0, FakeClock, store_closes
-from tests.conftest import make_settings
+from testkit.candles import T0, store_closes
+from testkit.clock import FakeClock
+from testkit.settings import make_settings
 
 D = Decimal
 M = "KRW-BTC"

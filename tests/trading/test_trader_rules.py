@@ -28,8 +28,9 @@ from bot.trading import guards
 from bot.trading.in_force import params_in_force
 from bot.trading.lifecycle import TradeContext
 from bot.trading.trader import TradeOutcome, trade_market
-from testkit.candles import T0, FakeClock, candle
-from tests.conftest import make_settings
+from testkit.candles import T0, candle
+from testkit.clock import FakeClock
+from testkit.settings import make_settings
 
 D = Decimal
 M = "KRW-BTC"

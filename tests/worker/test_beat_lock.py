@@ -12,7 +12,7 @@ import redis
 from bot.storage.keys import BEAT_LOCK
 from bot.worker.scheduler import BeatLock
 from testkit.e2e import RedisServer, Stack, wait_for
-from tests.test_logs import LINE
+from testkit.logcapture import LINE
 
 pytestmark = [pytest.mark.timeout(120)]
 

@@ -27,7 +27,7 @@ import redis
 from bot.worker.runner import RestartPolicy, _pump
 from testkit.e2e import ROOT, RedisServer, wait_for
 from testkit.fakeupbit import FakeUpbit
-from tests.test_logs import LINE
+from testkit.logcapture import LINE
 
 pytestmark = [pytest.mark.timeout(180)]
 

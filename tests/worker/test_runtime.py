@@ -11,7 +11,7 @@ import pytest
 
 from bot.errors import LockBusy
 from bot.worker.runtime import Runtime
-from tests.conftest import REDIS_URL, make_settings
+from testkit.settings import REDIS_URL, make_settings
 
 
 @pytest.fixture

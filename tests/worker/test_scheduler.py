@@ -10,7 +10,7 @@ from celery.schedules import crontab, schedule
 from bot.worker import tasks, timing
 from bot.worker.app import app
 from bot.worker.scheduler import build_beat_schedule, parse_schedule
-from tests.conftest import make_settings
+from testkit.settings import make_settings
 
 
 def test_tasks_are_routed_to_their_queues():
