@@ -31,13 +31,19 @@ def _markets(settings: Settings, market: str | None, *,
     one of MARKETS: collecting, trading or watching an unconfigured market
     would be half-done work nobody asked for (backfill, backtest and optimize
     take any market, for research)."""
+    names = settings.markets
+    if settings.markets_top and (market is None or configured):
+        from bot.storage import markets as market_store
+        names = market_store.managed(settings, _resources(settings).db)
     if market is None:
-        return settings.markets
+        return names
     market = market.strip().upper()
     if not market.startswith("KRW-") or len(market) < 5:
         raise UsageError(f"--market {market!r}: expected a KRW market such as KRW-BTC")
-    if configured and market not in settings.markets:
-        raise UsageError(f"--market {market} is not in MARKETS ({','.join(settings.markets)}):"
+    if configured and market not in names:
+        which = f"the top:{settings.markets_top} selection" if settings.markets_top \
+            else "MARKETS"
+        raise UsageError(f"--market {market} is not in {which} ({','.join(names)}):"
                          " add it to MARKETS to collect and trade it")
     return (market,)
 
@@ -350,6 +356,40 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     return status.run(settings, sys.stdout, as_json=args.json, markets=markets)
 
 
+def cmd_markets(settings: Settings, args: argparse.Namespace) -> int:
+    """Read what Upbit says about the markets now (as the hourly task does) and
+    show the traded ones: selected or held, warnings, tick, 24-hour value."""
+    from bot.data.markets import refresh
+    from bot.storage import markets as market_store
+    res = _resources(settings)
+    done = refresh(res.db, res.upbit, settings, clock.now())
+    rows = market_store.all_rows(res.db)
+    traded = set(market_store.traded(settings, res.db))
+    shown = []
+    for name in market_store.managed(settings, res.db):
+        row = rows.get(name)
+        shown.append({
+            "market": name, "traded": name in traded, "listed": bool(row and row.listed),
+            "warning": bool(row and row.warning), "cautions": list(row.cautions) if row else [],
+            "tick": None if row is None else row.tick_size,
+            "traded_value_24h": None if row is None else row.traded_value_24h})
+    if args.json:
+        _print_json({"listed": done.listed, "joined": list(done.joined),
+                     "changes": [c.market for c in done.changes], "markets": shown})
+        return EXIT_OK
+    sys.stdout.write(f"Upbit lists {done.listed} KRW markets"
+                     + (f"; top:{settings.markets_top} selects {len(traded)}"
+                        if settings.markets_top else "") + "\n")
+    for m in shown:
+        state = ("DELISTED" if not m["listed"] else "WARNING" if m["warning"]
+                 else "caution " + ",".join(m["cautions"]) if m["cautions"] else "ok")
+        value = "-" if m["traded_value_24h"] is None else f"{m['traded_value_24h']:,.0f} KRW"
+        tick = "-" if m["tick"] is None else f"{m['tick']:f}"
+        sys.stdout.write(f"{m['market']:<12} {'traded' if m['traded'] else 'held  '}  "
+                         f"{state:<10} tick {tick:<8} 24h {value}\n")
+    return EXIT_OK
+
+
 def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
     from bot.report import status
     return status.health(settings, args.role, sys.stdout)
@@ -426,6 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
                    " each window's verdict marked (.png, .svg or .pdf; needs matplotlib)")
     _add(sub, "status", cmd_status, "one screen: candles, decisions, positions, PnL, workers;"
          " exit 1 when something is wrong")
+    _add(sub, "markets", cmd_markets, "read Upbit's market list now: warnings, ticks, the"
+         " top:N selection", market=False)
     p = _add(sub, "health", cmd_health, "exit 0 when ROLE's heartbeat is fresh, else 1",
              market=False, json_flag=False)
     p.add_argument("role", choices=HEALTH_ROLES, help="one of " + ", ".join(HEALTH_ROLES))

@@ -151,10 +151,35 @@ def _tune(raw: str) -> tuple[str, ...]:
     return tuple(name for name in TUNABLE if name in items)
 
 
-def _markets(raw: str) -> tuple[str, ...]:
+MAX_TOP = 50  # top:N beyond this would outrun one IP's 10 requests/s (README: throughput)
+
+
+@dataclass(frozen=True)
+class Top:
+    """``MARKETS=top:N``: the N KRW markets with the highest 24-hour traded value."""
+
+    count: int
+
+
+def _markets(raw: str) -> tuple[str, ...] | Top:
+    allowed = (f"comma-separated KRW markets such as KRW-BTC,KRW-ETH, or top:N (N from 1 to"
+               f" {MAX_TOP}) for the N most traded KRW markets")
+    text = raw.strip()
+    if text.lower().startswith("top:"):
+        count = text[4:].strip()
+        if not count.isdigit() or not 1 <= int(count) <= MAX_TOP:
+            raise ValueError(allowed)
+        return Top(int(count))
     items = [m.strip().upper() for m in raw.split(",") if m.strip()]
     if not items or any(not _MARKET_RE.match(m) for m in items):
-        raise ValueError("comma-separated KRW markets such as KRW-BTC,KRW-ETH")
+        raise ValueError(allowed)
+    return tuple(dict.fromkeys(items))
+
+
+def _market_list(raw: str) -> tuple[str, ...]:
+    items = [m.strip().upper() for m in raw.split(",") if m.strip()]
+    if any(not _MARKET_RE.match(m) for m in items):
+        raise ValueError("comma-separated KRW markets such as KRW-DOGE,KRW-SHIB (or empty)")
     return tuple(dict.fromkeys(items))
 
 
@@ -255,8 +280,11 @@ SETTINGS: tuple[Setting, ...] = (
     S("TRADING_ENABLED", "true", _bool,
       "kill switch: false = decide and log, never place an order", group="trading"),
     S("MARKETS", "KRW-BTC", _markets,
-      "comma-separated KRW markets to collect and trade (MARKET is accepted too)",
+      "comma-separated KRW markets to collect and trade (MARKET is accepted too), or top:N:"
+      " the N KRW markets with the highest 24-hour traded value, refreshed hourly",
       group="trading"),
+    S("MARKETS_EXCLUDE", "", _market_list,
+      "with MARKETS=top:N: markets never selected (comma-separated)", group="trading"),
     S("UNIT", "1", _unit, "candle minutes: 1, 3, 5, 10, 15, 30, 60 or 240", group="trading"),
     S("THRESHOLD", "1", _decimal(Decimal(0), Decimal(1), lo_open=True),
       "buy if score >= THRESHOLD, sell if score <= -THRESHOLD", group="trading"),
@@ -304,6 +332,9 @@ SETTINGS: tuple[Setting, ...] = (
     S("LIVE_ALLOW_UNVALIDATED", "false", _bool,
       "live mode: open positions even without a parameter set the optimizer adopted for "
       "the market", group="risk"),
+    S("BUY_ON_CAUTION", "false", _bool,
+      "buy markets Upbit flags with a caution (price or volume surge, ...); markets under "
+      "investment warning or delisted are never bought", group="risk"),
     # collector
     S("BACKFILL_MAX_CANDLES", "10080", _int(200, 10_000_000),
       "how far back one collect pass fills a gap (default 7 days of minutes)",
@@ -392,6 +423,7 @@ class Settings:
     trading_mode: str
     trading_enabled: bool
     markets: tuple[str, ...]
+    markets_exclude: tuple[str, ...]
     unit: int
     threshold: Decimal
     aggressiveness: Decimal
@@ -411,6 +443,7 @@ class Settings:
     stop_guard_window_candles: int
     stop_guard_pause_candles: int
     live_allow_unvalidated: bool
+    buy_on_caution: bool
     backfill_max_candles: int
     optimize_lookback_days: int
     optimize_holdout: Decimal
@@ -434,6 +467,9 @@ class Settings:
     daily_summary_schedule: str
     bot_clock_speedup: Decimal
     bot_clock_epoch: Decimal
+    # MARKETS=top:N gives N here and no ``markets``: the set is chosen from
+    # Upbit's tickers (bot/data/markets.py) and read with bot.storage.markets.traded.
+    markets_top: int = 0
 
     @property
     def live(self) -> bool:
@@ -476,7 +512,7 @@ class Settings:
         return {
             "mode": "LIVE" if self.live else "paper",
             "trading_enabled": self.trading_enabled,
-            "markets": ",".join(self.markets),
+            "markets": f"top:{self.markets_top}" if self.markets_top else ",".join(self.markets),
             "unit": self.unit,
             "threshold": str(self.threshold),
             "aggressiveness": str(self.aggressiveness),
@@ -536,6 +572,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         except ValueError as exc:
             raise ConfigError(setting.name, raw, str(exc)) from None
     values["weights"] = MappingProxyType(values["weights"])
+    if isinstance(values["markets"], Top):
+        values["markets_top"], values["markets"] = values["markets"].count, ()
     settings = Settings(**values)
     # Secrets are known to the log redactor as soon as they are read, so no
     # dump, exception or request line can show them.

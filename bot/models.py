@@ -22,7 +22,8 @@ CANDLE_UNITS = (1, 3, 5, 10, 15, 30, 60, 240)  # the minute candles Upbit serves
 SIGNAL_NAMES = ("trend", "momentum", "swing", "scalping", "day", "price_action")
 # What NOTIFY_EVENTS may name (each has a message in the notifications).
 NOTIFY_EVENT_NAMES = ("order.filled", "order.cancelled", "weights.adopted",
-                      "weights.stood_aside", "job.failing", "risk.loss_limit", "daily.summary")
+                      "weights.stood_aside", "job.failing", "risk.loss_limit", "daily.summary",
+                      "market.warning", "key.expiring")
 # What OPTIMIZE_TUNE may name: the parameter groups the optimizer can tune.
 TUNABLE = ("weights", "threshold", "cooldown", "exits")
 # The values of a parameter set, and the OPTIMIZE_TUNE group that tunes each.
@@ -135,3 +136,50 @@ class CandleArrays:
 
     def __len__(self) -> int:
         return len(self.ts)
+
+
+@dataclass(frozen=True, slots=True)
+class MarketInfo:
+    """One market of Upbit's list (``/v1/market/all?is_details=true``).
+    ``warning``: under investment warning (유의 종목); ``cautions``: the
+    caution flags Upbit has raised (``PRICE_FLUCTUATIONS``, ...)."""
+
+    market: str
+    korean_name: str
+    english_name: str
+    warning: bool = False
+    cautions: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Ticker:
+    """A market's ticker: the last price, the value traded over the last 24
+    hours (in the quote currency) and when Upbit took the snapshot (UTC)."""
+
+    market: str
+    trade_price: Decimal
+    acc_trade_price_24h: Decimal
+    timestamp: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OrderChance:
+    """The account's own terms for a market (``/v1/orders/chance``): fee
+    rates (``0.0005`` is 0.05 %) and the minimum order value per side."""
+
+    market: str
+    bid_fee: Decimal
+    ask_fee: Decimal
+    maker_bid_fee: Decimal
+    maker_ask_fee: Decimal
+    min_total_bid: Decimal
+    min_total_ask: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """One of the account's API keys and when it expires (UTC). The key is
+    left out of ``repr`` so that logging the value cannot leak it."""
+
+    access_key: str = field(repr=False)
+    expire_at: datetime

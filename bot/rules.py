@@ -24,12 +24,17 @@ STOP_EXITS = frozenset({STOP_LOSS, TRAILING_STOP})  # what the stop guard counts
 STAND_ASIDE, LIVE_GATE, PAUSED = "stand_aside", "live_gate", "paused"
 LOSS_LIMIT, STOP_GUARD, COOLDOWN = "loss_limit", "stop_guard", "cooldown"
 KILL_SWITCH = "kill_switch"
+# What Upbit says of the market (bot/data/markets.py): live trading only.
+DELISTED, MARKET_WARNING, MARKET_CAUTION = "delisted", "market_warning", "market_caution"
+DESELECTED = "deselected"  # MARKETS=top:N dropped the market: its position is only sold
+MARKET_GUARDS = (DELISTED, MARKET_WARNING, MARKET_CAUTION, DESELECTED)
 # What blocks a buy, in precedence order (the first that applies is named).
-GUARDS = (STAND_ASIDE, LIVE_GATE, PAUSED, LOSS_LIMIT, STOP_GUARD, COOLDOWN)
+GUARDS = (*MARKET_GUARDS, STAND_ASIDE, LIVE_GATE, PAUSED, LOSS_LIMIT, STOP_GUARD, COOLDOWN)
 # The reason classes a dashboard groups triggers into.
 TRIGGER_CLASS = {SIGNAL: "signal", **{name: "exit" for name in EXITS},
                  LOSS_LIMIT: "guard", STOP_GUARD: "guard", COOLDOWN: "guard", PAUSED: "guard",
-                 LIVE_GATE: "guard", STAND_ASIDE: "stand_aside", KILL_SWITCH: "kill_switch"}
+                 LIVE_GATE: "guard", STAND_ASIDE: "stand_aside", KILL_SWITCH: "kill_switch",
+                 **{name: "guard" for name in MARKET_GUARDS}}
 
 _HUNDRED = Decimal(100)
 

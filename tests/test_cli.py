@@ -150,3 +150,27 @@ def test_collect_trade_reconcile_paper_round_trip_matches_hand_arithmetic(db, da
     assert balances["KRW"] == (D(1_000_000) - funds - fee, 0)
     assert balances["BTC"] == (volume, 0)
     assert order_store.fills_of(db, row.id)[0][1:] == (fill.price, volume, funds, fee)
+
+
+def test_markets_reads_upbit_and_top_n_then_drives_collect(db, database_url, tmp_path):
+    with FakeUpbit(markets=("KRW-BTC", "KRW-ETH", "KRW-XRP"), history_minutes=300) as fake:
+        fake.set_traded_value("KRW-BTC", 3_000_000_000)
+        fake.set_traded_value("KRW-ETH", 2_000_000_000)
+        fake.set_traded_value("KRW-XRP", 1_000_000_000)
+        fake.set_market_event("KRW-BTC", warning=True)
+        env = {"DATABASE_URL": database_url, "UPBIT_API_BASE": fake.url, "MARKETS": "top:2",
+               "BACKFILL_MAX_CANDLES": "200"}
+        assert run_bot("migrate", env=env, cwd=tmp_path).returncode == 0
+        done = run_bot("markets", "--json", env=env, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        # the most traded is warned: the next two are chosen
+        assert [m["market"] for m in report["markets"]] == ["KRW-ETH", "KRW-XRP"]
+        assert report["listed"] == 3 and set(report["joined"]) == {"KRW-ETH", "KRW-XRP"}
+        text = run_bot("markets", env=env, cwd=tmp_path)
+        assert "Upbit lists 3 KRW markets; top:2 selects 2" in text.stdout
+        assert "KRW-ETH      traded  ok" in text.stdout
+        collected = run_bot("collect", "--json", env=env, cwd=tmp_path)
+        assert collected.returncode == 0, collected.stderr
+        assert {m["market"] for m in json.loads(collected.stdout)["markets"]} == {"KRW-ETH",
+                                                                                 "KRW-XRP"}

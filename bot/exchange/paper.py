@@ -14,6 +14,11 @@ that candle's open when the open is at or below its limit (marketable: the
 best ask), else at its limit when the low reaches it, else it is cancelled
 unfilled; asks mirror this with the high. The fee is FEE_RATE of the filled
 value; what a cheaper bid fill leaves of its reservation returns to free KRW.
+
+A cancel is a request, as on Upbit (docs/upbit.md): with ``cancel_delay`` the
+answer is still ``wait``, and until the delay has passed the order meets the
+candles that start before its end by the same model (so it may still fill,
+``done``); then it ends ``cancel``. With no delay (the default) it ends at once.
 Matching happens lazily, whenever the account is read. Each order is settled
 in its own transaction with its row locked, so concurrent readers cannot fill
 it twice.
@@ -24,7 +29,7 @@ from __future__ import annotations
 import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -34,6 +39,7 @@ from bot.models import Balance, Fill, Order, coin_of, timeframe_of
 from bot.money import VOLUME_QUANTUM, is_on_tick
 from bot.rules import fill_price
 from bot.storage import Database
+from bot.storage import markets as market_store
 from bot.storage import paper as store
 
 if TYPE_CHECKING:
@@ -53,8 +59,10 @@ class PaperExchange:
 
     def __init__(self, db: Database, *, start_krw: Decimal, fee_rate: Decimal,
                  min_order_krw: Decimal, unit: int = 1,
-                 now: Callable[[], datetime] = clock.now):
+                 now: Callable[[], datetime] = clock.now,
+                 cancel_delay: timedelta = timedelta(0)):
         self.db = db
+        self.cancel_delay = cancel_delay
         self.start_krw = start_krw
         self.fee_rate = fee_rate
         self.min_order_krw = min_order_krw
@@ -77,7 +85,7 @@ class PaperExchange:
 
     def place_limit_order(self, market: str, side: str, price: Decimal, volume: Decimal,
                           identifier: str) -> Order:
-        self._validate(side, price, volume)
+        self._validate(market, side, price, volume)
         self.settle(market)
         created = self.now()
         currency = "KRW" if side == "bid" else coin_of(market)
@@ -124,10 +132,13 @@ class PaperExchange:
             if row.state != "wait":
                 raise _refuse(InvalidOrder, "order_not_open",
                               f"order {row.uuid} is already {row.state}")
-            self._release(cur, row)
-            store.finish_order(cur, row.uuid, state="cancel",
-                               executed_volume=row.executed_volume, paid_fee=row.paid_fee)
-            return store.to_order(replace(row, state="cancel"), store.fills_of(cur, row.uuid))
+            if not self.cancel_delay:
+                self._cancel(cur, row)
+                return store.to_order(replace(row, state="cancel"), store.fills_of(cur, row.uuid))
+            if row.cancel_at is None:  # asked again: the first request's end stands
+                row = replace(row, cancel_at=self.now() + self.cancel_delay)
+                store.set_cancel_at(cur, row.uuid, row.cancel_at)
+            return store.to_order(row, store.fills_of(cur, row.uuid))
 
     # --- matching -----------------------------------------------------------
 
@@ -143,14 +154,19 @@ class PaperExchange:
             row = store.find_order(cur, uuid=order_uuid, for_update=True)
             if row is None or row.state != "wait":
                 return
-            candle = store.first_final_candle(cur, row.market, self.timeframe, row.fill_from)
-            if candle is None:
+            # A requested cancel ends the order's time: later candles never meet it.
+            found = store.first_candle(cur, row.market, self.timeframe, row.fill_from,
+                                       before=row.cancel_at)
+            if found is None:
+                if row.cancel_at is not None and self.now() >= row.cancel_at:
+                    self._cancel(cur, row)
+                return
+            candle, final = found
+            if not final:
                 return  # the candle that decides has not closed yet
             price = fill_price(row.side, row.price, candle.open, candle.low, candle.high)
             if price is None:
-                self._release(cur, row)
-                store.finish_order(cur, row.uuid, state="cancel", executed_volume=Decimal(0),
-                                   paid_fee=Decimal(0))
+                self._cancel(cur, row)
                 return
             # Stamped inside the candle that filled it (its bar, bot/storage/positions.py).
             self._fill(cur, row, price, traded_at=max(candle.ts, row.created_at))
@@ -181,6 +197,11 @@ class PaperExchange:
         store.insert_paper_fill(cur, row.uuid, trade, fee)
         store.finish_order(cur, row.uuid, state="done", executed_volume=row.volume, paid_fee=fee)
 
+    def _cancel(self, cur: Cursor, row: store.PaperOrderRow) -> None:
+        self._release(cur, row)
+        store.finish_order(cur, row.uuid, state="cancel", executed_volume=row.executed_volume,
+                           paid_fee=row.paid_fee)
+
     def _release(self, cur: Cursor, row: store.PaperOrderRow) -> None:
         currency = "KRW" if row.side == "bid" else coin_of(row.market)
         funds = store.lock_balance(cur, currency)
@@ -189,10 +210,11 @@ class PaperExchange:
 
     # --- helpers --------------------------------------------------------------
 
-    def _validate(self, side: str, price: Decimal, volume: Decimal) -> None:
+    def _validate(self, market: str, side: str, price: Decimal, volume: Decimal) -> None:
         if side not in ("bid", "ask"):
             raise _refuse(InvalidOrder, "validation_error", f"side must be bid or ask: {side}")
-        if price <= 0 or not is_on_tick(price):
+        # The market's own tick as Upbit last gave it (bot/data/markets.py), else the table.
+        if price <= 0 or not is_on_tick(price, market_store.tick_of(self.db, market)):
             raise _refuse(InvalidOrder, f"invalid_price_{side}", f"price {price} is off the tick")
         if volume <= 0 or volume != volume.quantize(VOLUME_QUANTUM):
             raise _refuse(InvalidOrder, "invalid_volume",

@@ -4,13 +4,21 @@ Owns the group tables (which request belongs to which group, and each group's
 allowance), the sliding send window per group, and what the ``Remaining-Req``
 response header teaches. It only ever waits through the injected ``sleep``; it
 never sends anything, raises exchange errors or reads settings.
+
+Upbit counts quotation (public) groups per IP and, since 2026-06-25, exchange
+(private) groups per account pocket, i.e. per access key (docs/upbit.md,
+"Limits"). So one limiter serves every client of a process
+(:func:`shared_limiter`), and it keeps an exchange group's window per access
+key while a quotation group's window is one for the whole process.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 # group -> (requests, per seconds). Upbit's published allowances; a group the
@@ -23,15 +31,19 @@ GROUP_LIMITS: dict[str, tuple[int, float]] = {
     "ticker": (10, 1.0),
     "orderbook": (10, 1.0),
     "default": (30, 1.0),
-    "order": (8, 1.0),
+    # 8 per second until 2026-08-21.
+    "order": (12, 1.0),
+    "order-test": (8, 1.0),
     "order-cancel-all": (1, 2.0),
 }
+# The groups Upbit counts per IP; every other group is counted per access key.
+QUOTATION_GROUPS = frozenset({"market", "candle", "candles", "trade", "ticker", "orderbook"})
 
 # (method or "*", path prefix, group), first match wins: the group a request is
 # counted in before a response names the group for certain.
 ROUTE_GROUPS: tuple[tuple[str, str, str], ...] = (
     ("POST", "/v1/orders/cancel_and_new", "order"),
-    ("POST", "/v1/orders/test", "order"),
+    ("POST", "/v1/orders/test", "order-test"),
     ("POST", "/v1/orders", "order"),
     ("DELETE", "/v1/orders/open", "order-cancel-all"),
     ("*", "/v1/candles/", "candle"),
@@ -42,9 +54,14 @@ ROUTE_GROUPS: tuple[tuple[str, str, str], ...] = (
 )
 DEFAULT_GROUP = "default"
 
-_REMAINING_RE = re.compile(r"group=([A-Za-z0-9_\-]+).*?\bsec=(\d+)")
+# One ``key=value`` of the header; separators and spacing vary, so each pair is
+# found on its own. A group name is anything up to the next separator.
+_PAIR_RE = re.compile(r"(?:^|[;,\s])\s*(group|sec)\s*=\s*([^;,\s]+)", re.IGNORECASE)
 # A wait shorter than this is float noise from adding and subtracting times.
 _EPSILON = 1e-6
+
+# A window's key: (group, account); account is "" for quotation groups.
+Bucket = tuple[str, str]
 
 
 def route_group(method: str, path: str) -> str:
@@ -56,9 +73,21 @@ def route_group(method: str, path: str) -> str:
 
 
 def parse_remaining(header: str | None) -> tuple[str, int] | None:
-    """``group=candle; min=600; sec=9`` -> ``("candle", 9)``; None if absent or garbled."""
-    match = _REMAINING_RE.search(header or "")
-    return (match.group(1), int(match.group(2))) if match else None
+    """``group=candle; min=600; sec=9`` -> ``("candle", 9)``; None if absent or
+    garbled. Group names may hold ``.`` and ``-`` (``order-cancel-all``)."""
+    pairs = {key.lower(): value for key, value in _PAIR_RE.findall(header or "")}
+    group, sec = pairs.get("group"), pairs.get("sec")
+    if not group or sec is None or not sec.isdigit():
+        return None
+    return group, int(sec)
+
+
+def account_of(access_key: str) -> str:
+    """The key an access key's windows are kept under: a digest, so that the
+    limiter's state never holds the key itself."""
+    if not access_key:
+        return ""
+    return hashlib.sha256(access_key.encode("utf-8")).hexdigest()[:16]
 
 
 class Slot:
@@ -73,7 +102,8 @@ class Slot:
 
 
 class RateLimiter:
-    """Sliding windows of send times, one per group; thread-safe."""
+    """Sliding windows of send times, one per group (and per account for the
+    exchange groups); thread-safe. ``account`` is :func:`account_of` a key."""
 
     def __init__(self, *, sleep: Callable[[float], None] = time.sleep,
                  monotonic: Callable[[], float] = time.monotonic,
@@ -81,8 +111,8 @@ class RateLimiter:
         self._sleep = sleep
         self._monotonic = monotonic
         self._limits = dict(GROUP_LIMITS if limits is None else limits)
-        self._sends: dict[str, list[Slot]] = {}
-        self._blocked_until: dict[str, float] = {}
+        self._sends: dict[Bucket, list[Slot]] = {}
+        self._blocked_until: dict[Bucket, float] = {}
         self._alias: dict[str, str] = {}
         self._lock = threading.Lock()
 
@@ -90,35 +120,47 @@ class RateLimiter:
         """The server's name for a route group, once a response has told it."""
         return self._alias.get(route, route)
 
+    def _bucket(self, route: str, account: str, group: str | None = None) -> Bucket:
+        # Whether a group is per IP follows the route's group, which this
+        # module names; a name the server gives may be one it does not know.
+        return (group or self.group_of(route), "" if route in QUOTATION_GROUPS else account)
+
     def _limit(self, route: str, group: str) -> tuple[int, float]:
         return (self._limits.get(group) or self._limits.get(route)
                 or self._limits[DEFAULT_GROUP])
 
-    def acquire(self, route: str) -> Slot:
+    def acquire(self, route: str, account: str = "") -> Slot:
         """Wait until the group has room, then take a slot (call :meth:`done` after)."""
         while True:
             with self._lock:
-                group = self.group_of(route)
-                count, window = self._limit(route, group)
-                now = self._monotonic()
-                sends = [s for s in self._sends.get(group, ()) if s.at > now - window]
-                self._sends[group] = sends
-                wait = self._blocked_until.get(group, 0.0) - now
-                if wait <= _EPSILON and len(sends) >= count:
-                    wait = min(s.at for s in sends) + window - now
-                if wait <= _EPSILON:
-                    slot = Slot(now)
-                    sends.append(slot)
-                    return slot
+                wait = self._try_take(route, account)
+                if isinstance(wait, Slot):
+                    return wait
             # Sleep outside the lock so other groups keep flowing.
             self._sleep(wait)
+
+    def _try_take(self, route: str, account: str) -> Slot | float:
+        """A slot if the window has room now, else how long to wait for one."""
+        bucket = self._bucket(route, account)
+        count, window = self._limit(route, bucket[0])
+        now = self._monotonic()
+        sends = [s for s in self._sends.get(bucket, ()) if s.at > now - window]
+        self._sends[bucket] = sends
+        wait = self._blocked_until.get(bucket, 0.0) - now
+        if wait <= _EPSILON and len(sends) >= count:
+            wait = min(s.at for s in sends) + window - now
+        if wait > _EPSILON:
+            return wait
+        slot = Slot(now)
+        sends.append(slot)
+        return slot
 
     def done(self, slot: Slot) -> None:
         """The answer (or the failure) for this slot's request has arrived."""
         with self._lock:
             slot.at = max(slot.at, self._monotonic())
 
-    def observe(self, route: str, header: str | None) -> None:
+    def observe(self, route: str, header: str | None, account: str = "") -> None:
         """Learn from a ``Remaining-Req`` header: the group's real name, and
         ``sec=0``: the window is full (maybe with another process's requests on
         this IP), so nothing more until the oldest send we know of leaves it."""
@@ -127,23 +169,44 @@ class RateLimiter:
             return
         group, remaining = parsed
         with self._lock:
-            old = self.group_of(route)
-            if group != old:
+            old = self._bucket(route, account)
+            new = self._bucket(route, account, group)
+            if new != old:
                 self._alias[route] = group
                 # Sends counted under the guessed name count under the real one too.
-                merged = self._sends.setdefault(group, [])
+                merged = self._sends.setdefault(new, [])
                 merged.extend(s for s in self._sends.get(old, ()) if s not in merged)
             if remaining <= 0:
                 window = self._limit(route, group)[1]
                 now = self._monotonic()
-                oldest = min((s.at for s in self._sends.get(group, ()) if s.at > now - window),
+                oldest = min((s.at for s in self._sends.get(new, ()) if s.at > now - window),
                              default=now)
-                self._blocked_until[group] = max(self._blocked_until.get(group, 0.0),
-                                                 oldest + window)
+                self._blocked_until[new] = max(self._blocked_until.get(new, 0.0),
+                                               oldest + window)
 
-    def block(self, route: str, seconds: float) -> None:
+    def block(self, route: str, seconds: float, account: str = "") -> None:
         """Send nothing in this route's group for ``seconds`` (after a 429)."""
         with self._lock:
-            group = self.group_of(route)
+            bucket = self._bucket(route, account)
             until = self._monotonic() + seconds
-            self._blocked_until[group] = max(self._blocked_until.get(group, 0.0), until)
+            self._blocked_until[bucket] = max(self._blocked_until.get(bucket, 0.0), until)
+
+
+# One limiter per pair of clocks: every client of a process that runs on the
+# real clocks shares one (Upbit counts per IP and per key, not per client),
+# while a test's fake clock gets a limiter of its own.
+_SHARED: weakref.WeakValueDictionary[
+    tuple[Callable[[float], None], Callable[[], float]], RateLimiter] = (
+    weakref.WeakValueDictionary())
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_limiter(sleep: Callable[[float], None] = time.sleep,
+                   monotonic: Callable[[], float] = time.monotonic) -> RateLimiter:
+    """The process's limiter for these clocks (made on first use)."""
+    with _SHARED_LOCK:
+        limiter = _SHARED.get((sleep, monotonic))
+        if limiter is None:
+            limiter = RateLimiter(sleep=sleep, monotonic=monotonic)
+            _SHARED[(sleep, monotonic)] = limiter
+        return limiter

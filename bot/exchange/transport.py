@@ -2,10 +2,12 @@
 
 Owns one ``requests.Session`` with timeouts, the query string and its JWT
 signature, retries with capped, jittered backoff (never for order placement),
-honouring ``Retry-After``, memory of a 418 ban, and pacing through
-:mod:`bot.exchange.ratelimit`. An error answer becomes the exception
-:mod:`bot.exchange.upbit_errors` names; a body becomes JSON with exact numbers
-(:func:`bot.exchange.parsing.loads`). It knows no endpoint.
+honouring ``Retry-After``, pacing through :mod:`bot.exchange.ratelimit`, and
+bans: a 418 is recorded on a :class:`bot.exchange.bans.BanBoard`, which is asked
+before every request, so that nothing is sent while a ban is in force. An
+error answer becomes the exception :mod:`bot.exchange.upbit_errors` names; a
+body becomes JSON with exact numbers (:func:`bot.exchange.parsing.loads`). It
+knows no endpoint.
 
 It must never put a secret (secret key, JWT, ``Authorization`` header) in an
 exception or a log line.
@@ -21,6 +23,7 @@ import re
 import uuid
 import warnings
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import unquote, urlencode
@@ -36,8 +39,9 @@ from bot.errors import (
     OrderSubmitUnknown,
     RateLimited,
 )
+from bot.exchange.bans import BanBoard, MemoryBans, Strike, ban_seconds
 from bot.exchange.parsing import NOT_JSON, loads
-from bot.exchange.ratelimit import RateLimiter, route_group
+from bot.exchange.ratelimit import account_of, route_group, shared_limiter
 from bot.exchange.upbit_errors import error_class, error_fields
 from bot.logs import event, redact, register_secret
 from bot.money import fmt
@@ -48,10 +52,12 @@ log = logging.getLogger(__name__)
 # advice (and warning, since 2.10) to use 64 bytes is not ours to follow.
 _KEY_LENGTH_WARNING: type[Warning] = getattr(jwt, "InsecureKeyLengthWarning", UserWarning)
 
-DEFAULT_BAN_SECONDS = 60.0
 # Values go into the query unquoted (as Upbit hashes them), so only characters
 # that need no quoting are allowed.
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.~:,\-]*$")
+
+# How much of a 418 answer that is not Upbit's JSON is searched for the ban's length.
+_BAN_TEXT = 2000
 
 # One query parameter: None leaves it out, a list repeats its key.
 QueryValue = str | int | Decimal | list[str] | tuple[str, ...] | None
@@ -102,7 +108,8 @@ class Transport:
     def __init__(self, base_url: str, access_key: str, secret_key: str, *, timeout: float,
                  connect_timeout: float, max_retries: int, backoff_base: float,
                  backoff_cap: float, sleep: Callable[[float], None],
-                 monotonic: Callable[[], float], session: requests.Session | None = None):
+                 monotonic: Callable[[], float], session: requests.Session | None = None,
+                 bans: BanBoard | None = None):
         self.base_url = base_url.rstrip("/")
         self._access_key = access_key
         self._secret_key = secret_key
@@ -114,8 +121,9 @@ class Transport:
         self._monotonic = monotonic
         self._owns_session = session is None
         self.session = session or requests.Session()
-        self._limiter = RateLimiter(sleep=sleep, monotonic=monotonic)
-        self._banned_until = 0.0
+        self._limiter = shared_limiter(sleep, monotonic)
+        self._account = account_of(access_key)
+        self._bans: BanBoard = bans if bans is not None else MemoryBans(monotonic)
         self._random = random.Random()
         register_secret(access_key, secret_key)
 
@@ -186,12 +194,11 @@ class Transport:
     def _send_once(self, method: str, path: str, url: str, route: str, query: str,
                    data: bytes | None, headers: dict[str, str], private: bool,
                    attempt: int) -> Any:
-        now = self._monotonic()
-        if now < self._banned_until:
+        left = self._bans.seconds_left()
+        if left > 0:
             raise Banned("banned by Upbit; nothing is sent until the ban ends", name="banned",
-                         status=418, method=method, path=path,
-                         retry_after=self._banned_until - now)
-        slot = self._limiter.acquire(route)
+                         status=418, method=method, path=path, retry_after=left)
+        slot = self._limiter.acquire(route, self._account)
         if private:
             headers = {**headers, "Authorization": "Bearer " + sign(
                 self._access_key, self._secret_key, query)}
@@ -202,14 +209,23 @@ class Transport:
             self._limiter.done(slot)
             raise self._network_error(exc, method, path) from None
         self._limiter.done(slot)
-        self._limiter.observe(route, response.headers.get("Remaining-Req"))
+        self._limiter.observe(route, response.headers.get("Remaining-Req"), self._account)
         body = loads(response.content)
         if 200 <= response.status_code < 300 and body is not NOT_JSON:
             return body
         error = self._error(response, body, method, path, attempt)
         if isinstance(error, RateLimited):
-            self._limiter.block(route, error.retry_after)
+            self._limiter.block(route, error.retry_after, self._account)
         raise error
+
+    def _log_ban(self, strike: Strike, method: str, path: str, status: int,
+                 name: str) -> None:
+        # The end as a wall-clock time is for the reader; the board keeps its own clock.
+        until = (datetime.now(UTC) + timedelta(seconds=strike.seconds_left)).replace(
+            microsecond=0)
+        event(log, "upbit.banned", level=logging.WARNING, method=method, path=path,
+              status=status, error=name or None, retry_after=round(strike.seconds_left, 3),
+              until=until, strikes=strike.ban.strikes)
 
     def _network_error(self, exc: requests.RequestException, method: str,
                        path: str) -> ExchangeError:
@@ -234,12 +250,12 @@ class Transport:
         cls = error_class(status, name if fields is not None else None, method)
         message = self.scrub(message)
         if cls is Banned:
-            ban = retry_after(response) or DEFAULT_BAN_SECONDS
-            self._banned_until = self._monotonic() + ban
-            event(log, "upbit.banned", level=logging.WARNING, method=method, path=path,
-                  status=status, error=name or None, retry_after=ban)
-            return Banned(message, retry_after=ban, name=name, status=status, method=method,
-                          path=path)
+            said = message if fields is not None else response.text[:_BAN_TEXT]
+            strike = self._bans.record(ban_seconds(response.headers, said))
+            if strike.new:
+                self._log_ban(strike, method, path, status, name)
+            return Banned(message, retry_after=strike.seconds_left, name=name or "banned",
+                          status=status, method=method, path=path)
         if cls is RateLimited:
             wait = retry_after(response)
             return RateLimited(message, retry_after=wait if wait is not None

@@ -18,20 +18,35 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import requests
 
-from bot.errors import MalformedResponse, OrderSubmitUnknown
+from bot.errors import ExchangeTemporaryError, MalformedResponse, OrderSubmitUnknown
 from bot.exchange.parsing import (
     format_to,
+    parse_api_key,
     parse_balance,
     parse_candle_page,
+    parse_market_info,
     parse_order,
+    parse_order_chance,
     parse_tick_sizes,
+    parse_ticker,
 )
 from bot.exchange.transport import Params, QueryValue, Transport
-from bot.models import CANDLE_UNITS, Balance, Candle, Order
+from bot.models import (
+    CANDLE_UNITS,
+    ApiKey,
+    Balance,
+    Candle,
+    MarketInfo,
+    Order,
+    OrderChance,
+    Side,
+    Ticker,
+)
 from bot.money import fmt
 
 if TYPE_CHECKING:
     from bot.config import Settings
+    from bot.exchange.bans import BanBoard
 
 OPEN_ORDERS_PAGE = 100
 _MAX_PAGES = 100
@@ -47,11 +62,11 @@ class UpbitClient:
                  max_retries: int = 4, backoff_base: float = 0.5, backoff_cap: float = 8.0,
                  sleep: Callable[[float], None] = time.sleep,
                  monotonic: Callable[[], float] = time.monotonic,
-                 session: requests.Session | None = None):
+                 session: requests.Session | None = None, bans: BanBoard | None = None):
         self._transport = Transport(
             base_url, access_key, secret_key, timeout=timeout, connect_timeout=connect_timeout,
             max_retries=max_retries, backoff_base=backoff_base, backoff_cap=backoff_cap,
-            sleep=sleep, monotonic=monotonic, session=session)
+            sleep=sleep, monotonic=monotonic, session=session, bans=bans)
         self._has_secret = bool(secret_key)
 
     @property
@@ -63,15 +78,19 @@ class UpbitClient:
         return self._transport.max_retries
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, quick: bool = False) -> UpbitClient:
+    def from_settings(cls, settings: Settings, *, quick: bool = False,
+                      bans: BanBoard | None = None) -> UpbitClient:
         """The client the settings describe; ``quick`` gives up within seconds
-        (a status screen must not hang on Upbit)."""
+        (a status screen must not hang on Upbit). ``bans``: the board a ban is
+        shared on (:class:`bot.exchange.bans.RedisBans` for the installation);
+        without one, this client alone remembers its bans."""
         if quick:
             return cls(settings.upbit_api_base, settings.upbit_access_key,
                        settings.upbit_secret_key, timeout=5.0, max_retries=1,
-                       backoff_base=0.2, backoff_cap=1.0)
+                       backoff_base=0.2, backoff_cap=1.0, bans=bans)
         return cls(settings.upbit_api_base, settings.upbit_access_key,
-                   settings.upbit_secret_key, timeout=float(settings.upbit_timeout_seconds))
+                   settings.upbit_secret_key, timeout=float(settings.upbit_timeout_seconds),
+                   bans=bans)
 
     def __repr__(self) -> str:
         return f"UpbitClient({self.base_url!r}, keys={'yes' if self._has_secret else 'no'})"
@@ -108,8 +127,18 @@ class UpbitClient:
             raise MalformedResponse(f"candles {market}: {exc.error_message}", name=exc.name,
                                     status=exc.status, method="GET", path=path) from None
 
-    def markets(self) -> list[dict]:
-        return self._objects("GET", "/v1/market/all", None)
+    def markets(self, details: bool = True) -> list[MarketInfo]:
+        """Every market Upbit lists; with ``details``, each one's investment
+        warning and caution flags (without, none are reported)."""
+        path = "/v1/market/all"
+        items = self._objects("GET", path, {"is_details": "true" if details else None})
+        return self._parse("GET", path, lambda: [parse_market_info(item) for item in items])
+
+    def tickers_all(self, quote: str = "KRW") -> list[Ticker]:
+        """The ticker of every market quoted in ``quote`` (``KRW``, or ``KRW,BTC``)."""
+        path = "/v1/ticker/all"
+        items = self._objects("GET", path, {"quote_currencies": quote})
+        return self._parse("GET", path, lambda: [parse_ticker(item) for item in items])
 
     def ticker(self, markets: Sequence[str]) -> list[dict]:
         return self._objects("GET", "/v1/ticker", {"markets": ",".join(markets)})
@@ -127,26 +156,28 @@ class UpbitClient:
         items = self._list("GET", path, None, private=True)
         return self._parse("GET", path, lambda: [parse_balance(item) for item in items])
 
-    def order_chance(self, market: str) -> dict:
+    def order_chance(self, market: str) -> OrderChance:
+        """The account's fees and minimum order value for ``market``."""
         path = "/v1/orders/chance"
         body = self._transport.request("GET", path, {"market": market}, private=True)
         if not isinstance(body, dict):
             self._malformed("GET", path, f"body is {type(body).__name__}, not an object")
-        return body
+        return self._parse("GET", path, lambda: parse_order_chance(body))
+
+    def api_keys(self) -> list[ApiKey]:
+        """The account's API keys and when each expires."""
+        path = "/v1/api_keys"
+        items = self._list("GET", path, None, private=True)
+        return self._parse("GET", path, lambda: [parse_api_key(item) for item in items])
 
     def place_limit_order(self, market: str, side: str, price: Decimal, volume: Decimal,
                           identifier: str) -> Order:
         """Place a limit order. Never retried: an answer that did not arrive
         raises :class:`OrderSubmitUnknown`; look the identifier up."""
-        if side not in ("bid", "ask"):
-            raise ValueError(f"side must be bid or ask, got {side!r}")
-        if price <= 0 or volume <= 0:
-            raise ValueError(f"price and volume must be positive, got {price} and {volume}")
         if not identifier:
             raise ValueError("an order needs an identifier")
         path = "/v1/orders"
-        params = {"market": market, "side": side, "volume": fmt(volume), "price": fmt(price),
-                  "ord_type": "limit", "identifier": identifier}
+        params = _limit_order(market, side, price, volume, identifier)
         body = self._transport.request("POST", path, params, private=True)
         try:
             return self._parse("POST", path, lambda: parse_order(body))
@@ -156,6 +187,23 @@ class UpbitClient:
                                      f"{exc.error_message}", status=exc.status, method="POST",
                                      path=path) from None
 
+    def test_order(self, market: str, side: Side, price: Decimal, volume: Decimal,
+                   identifier: str | None = None) -> Order:
+        """Have Upbit check a limit order as :meth:`place_limit_order` would
+        send it, without placing it (``POST /v1/orders/test``): the live
+        preflight. Sent once, like an order. Upbit's refusal raises what it
+        means, with Upbit's error ``name`` (``out_of_scope``: the key may not
+        place orders; ``no_authorization_i_p``: this IP is not on the key's list)."""
+        path = "/v1/orders/test"
+        params = _limit_order(market, side, price, volume, identifier)
+        try:
+            body = self._transport.request("POST", path, params, private=True)
+        except OrderSubmitUnknown as exc:
+            # A test order places nothing, so a lost answer is merely temporary.
+            raise ExchangeTemporaryError(exc.error_message, name=exc.name, status=exc.status,
+                                         method="POST", path=path) from None
+        return self._parse("POST", path, lambda: parse_order(body))
+
     def get_order(self, *, uuid: str | None = None, identifier: str | None = None) -> Order:
         """One order with its trades; :class:`OrderNotFound` if there is none."""
         path = "/v1/order"
@@ -163,6 +211,8 @@ class UpbitClient:
         return self._parse("GET", path, lambda: parse_order(body))
 
     def cancel_order(self, *, uuid: str | None = None, identifier: str | None = None) -> Order:
+        """Ask Upbit to cancel; the order as Upbit answered, normally still
+        ``wait``: it can fill until Upbit reports ``cancel`` or ``done``."""
         path = "/v1/order"
         body = self._transport.request("DELETE", path, _one_id(uuid, identifier), private=True)
         return self._parse("DELETE", path, lambda: parse_order(body))
@@ -206,6 +256,17 @@ class UpbitClient:
     def _malformed(self, method: str, path: str, message: str) -> NoReturn:
         raise MalformedResponse(self._transport.scrub(message), name="malformed_response",
                                 status=200, method=method, path=path)
+
+
+def _limit_order(market: str, side: str, price: Decimal, volume: Decimal,
+                 identifier: str | None) -> dict[str, str | None]:
+    """A limit order's parameters, in the order they are signed and sent."""
+    if side not in ("bid", "ask"):
+        raise ValueError(f"side must be bid or ask, got {side!r}")
+    if price <= 0 or volume <= 0:
+        raise ValueError(f"price and volume must be positive, got {price} and {volume}")
+    return {"market": market, "side": side, "volume": fmt(volume), "price": fmt(price),
+            "ord_type": "limit", "identifier": identifier}
 
 
 def _one_id(uuid: str | None, identifier: str | None) -> dict[str, str]:

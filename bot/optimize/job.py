@@ -38,6 +38,7 @@ from bot.optimize.search import (
 )
 from bot.storage import Database
 from bot.storage import candles as candle_store
+from bot.storage import markets as market_store
 from bot.storage import optimizer_runs as run_store
 from bot.storage import weights as weight_store
 from bot.trading import strategies
@@ -209,7 +210,7 @@ def due_markets(settings: Settings, db: Database, now: datetime) -> Due:
     lookback can be judged now."""
     run: list[str] = []
     waiting: list[str] = []
-    for market in settings.markets:
+    for market in market_store.traded(settings, db):
         last = run_store.latest_judged(db, market)
         if last is not None and last.started_at > now - RUN_AT_LEAST_EVERY:
             continue

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from bot.config import Settings
 from bot.errors import BotError, DatabaseUnavailable, TemporaryError
 from bot.models import Balance, FillRow
+from bot.storage import markets as market_store
 from bot.storage import reports
 from bot.trading import accounting
 
@@ -69,7 +70,7 @@ def account_summary(settings: Settings, db: Database, balances: list[Balance] | 
                    return_pct=None, buy_and_hold_pct=None)
     if since is not None and start_equity is not None:
         start_prices = {m: reports.close_at(db, m, settings.timeframe, since)
-                        for m in settings.markets}
+                        for m in market_store.traded(settings, db)}
         held = accounting.buy_and_hold(start_equity, start_prices, closes, settings.fee_rate)
         account.update(return_pct=_round(accounting.pct(equity, start_equity)),
                        buy_and_hold=held,

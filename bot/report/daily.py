@@ -18,6 +18,7 @@ from bot.report.account import account_summary, fills_by_market, held_markets, r
 from bot.report.messages import summary_text
 from bot.report.notify import notifier
 from bot.storage import candles as candle_store
+from bot.storage import markets as market_store
 from bot.trading import accounting
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ def daily_report(settings: Settings, db: Database, exchange: Exchange | None, *,
     since = now - timedelta(hours=hours)
     balances, error = read_balances(exchange)
     by_market = fills_by_market(db, settings.trading_mode)
-    names = sorted(set(settings.markets) | set(by_market))
+    names = sorted(set(market_store.traded(settings, db)) | set(by_market))
     closes = candle_store.latest_closes(db, sorted(set(names) | held_markets(balances)),
                                         settings.timeframe)
     ledgers = [accounting.ledger(m, by_market.get(m, ()), since=since) for m in names]

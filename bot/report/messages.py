@@ -44,8 +44,12 @@ def _cancelled(f: Mapping[str, Any]) -> str:
     coin = str(f.get("market", "")).partition("-")[2]
     side = "buy" if f.get("side") == "bid" else "sell"
     why = "not filled in time" if f.get("reason") == "timeout" else str(f.get("reason"))
-    return (f"{f.get('market')} {side} order cancelled ({why}): "
+    text = (f"{f.get('market')} {side} order cancelled ({why}): "
             f"{field_coins_text(f.get('volume'))} {coin} at {field_price_text(f.get('price'))} KRW")
+    executed = f.get("executed")
+    if executed:  # a part filled before the cancel took
+        text += f"; {field_coins_text(executed)} {coin} of it filled"
+    return text
 
 
 def _loss_limit(f: Mapping[str, Any]) -> str:
@@ -114,7 +118,20 @@ def _equity_line(f: Mapping[str, Any]) -> str:
     return line
 
 
+def _key_expiring(f: Mapping[str, Any]) -> str:
+    return (f"The Upbit API key expires on {f.get('expires')} ({f.get('days')} days): issue a"
+            " new one on Upbit's Open API page and set UPBIT_ACCESS_KEY/UPBIT_SECRET_KEY before"
+            " then.")
+
+
+def _market_warning(f: Mapping[str, Any]) -> str:
+    return (f"{f.get('market')}: {f.get('detail')}. No new buys of it; a position in it is"
+            " still managed and sold as usual.")
+
+
 _FORMATS: dict[str, Callable[[Mapping[str, Any]], str]] = {
+    "market.warning": _market_warning,
+    "key.expiring": _key_expiring,
     "order.filled": _filled,
     "order.cancelled": _cancelled,
     "risk.loss_limit": _loss_limit,

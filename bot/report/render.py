@@ -96,7 +96,20 @@ def _render_market(e: dict[str, Any]) -> list[str]:
     if e.get("in_force"):
         lines.append(PAD + "params   " + _values_text(e["in_force"]["values"]))
     lines.append(PAD + _optimizer_text(e["optimizer"]))
+    upbit = e.get("upbit")
+    if upbit is not None and (not upbit["listed"] or upbit["warning"] or upbit["cautions"]):
+        lines.append(PAD + _upbit_text(upbit))
     return lines
+
+
+def _upbit_text(u: dict[str, Any]) -> str:
+    if not u["listed"]:
+        state = "DELISTED"
+    elif u["warning"]:
+        state = "INVESTMENT WARNING (유의 종목)"
+    else:
+        state = "caution " + ", ".join(u["cautions"])
+    return f"upbit    {state} since {when_text(u['since'])}"
 
 
 def _candle_line(e: dict[str, Any]) -> str:

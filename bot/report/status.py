@@ -32,6 +32,7 @@ from bot.report.account import account_summary, fills_by_market, held_markets, r
 from bot.report.render import render
 from bot.report.text import age_text, when_text
 from bot.storage import keys, reports
+from bot.storage import markets as market_store
 from bot.storage import optimizer_runs as run_store
 from bot.storage import orders as order_store
 from bot.storage import weights as weight_store
@@ -130,11 +131,13 @@ def _workers(problems: list[str], settings: Settings, heartbeats: Mapping[str, f
 def collect(settings: Settings, db: Database, exchange: Exchange | None,
             heartbeats: Mapping[str, float] | None, *, heartbeat_error: str | None = None,
             markets: Sequence[str] | None = None, now: datetime | None = None,
-            wall: float | None = None) -> dict[str, Any]:
-    """Everything ``bot status`` shows, as one dict (see the module docstring)."""
+            wall: float | None = None,
+            ban: tuple[datetime, int] | None = None) -> dict[str, Any]:
+    """Everything ``bot status`` shows, as one dict (see the module docstring).
+    ``ban``: Upbit's 418 ban in force (its end and strikes), from Redis."""
     now = now or clock.now()
     wall = time.time() if wall is None else wall
-    markets = tuple(markets or settings.markets)
+    markets = tuple(markets or ())
     status: dict[str, Any] = {
         "ok": True, "problems": [], "time": now, "mode": settings.trading_mode,
         "trading_enabled": settings.trading_enabled,
@@ -150,6 +153,10 @@ def collect(settings: Settings, db: Database, exchange: Exchange | None,
         problems.append(str(exc))
         status["database"] = "unavailable"
     status["workers"] = _workers(problems, settings, heartbeats, heartbeat_error, wall)
+    status["upbit_ban"] = None if ban is None else {"until": ban[0], "strikes": ban[1]}
+    if ban is not None:
+        problems.append(f"Upbit ban in force until {ban[0].astimezone(UTC):%H:%M:%S}Z (strike "
+                        f"{ban[1]}): nothing is sent to Upbit until then")
     status["ok"] = not problems
     return status
 
@@ -178,9 +185,14 @@ def _gather_storage(status: dict[str, Any], settings: Settings, db: Database,
     problems: list[str] = status["problems"]
     day_start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     by_market = fills_by_market(db, settings.trading_mode)
+    if not markets:
+        # MARKETS=top:N: what the daemon looks after now (the selection, then
+        # what it still holds); else MARKETS.
+        markets = market_store.managed(settings, db) if settings.markets_top \
+            else settings.markets
     closes = candle_store.latest_closes(
-        db, sorted(set(settings.markets) | held_markets(balances) | set(markets)),
-        settings.timeframe)
+        db, sorted(set(market_store.traded(settings, db)) | held_markets(balances)
+                   | set(markets)), settings.timeframe)
     status["loss_limit"] = _loss_limit(problems, settings, db, day_start)
     scene = _Scene(settings, db, now, day_start, balances, closes, by_market,
                    halted=status["loss_limit"]["halted_at"] is not None)
@@ -227,7 +239,27 @@ def _market(scene: _Scene, market: str, problems: list[str]) -> dict[str, Any]:
     entry["exits"], entry["guards"] = _rules_state(settings, db, market, candle, in_force,
                                                    scene.halted)
     entry["optimizer"] = _optimizer(db, market)
+    entry["upbit"] = _upbit_says(db, market, problems)
     return entry
+
+
+def _upbit_says(db: Database, market: str, problems: list[str]) -> dict[str, Any] | None:
+    """What Upbit says of the market (bot.data.markets), None before the first read."""
+    row = market_store.get(db, market)
+    if row is None:
+        return None
+    says = {"listed": row.listed, "warning": row.warning, "cautions": list(row.cautions),
+            "since": row.changed_at, "tick": row.tick_size, "tick_at": row.tick_at,
+            "bid_fee": row.bid_fee, "ask_fee": row.ask_fee, "min_total": row.min_total}
+    if not row.listed:
+        problems.append(f"{market}: Upbit no longer lists it: no new buys")
+    elif row.warning:
+        problems.append(f"{market}: under investment warning (유의 종목) since "
+                        f"{when_text(row.changed_at)}: no new buys")
+    elif row.cautions:
+        problems.append(f"{market}: Upbit flags {', '.join(row.cautions)} since "
+                        f"{when_text(row.changed_at)}")
+    return says
 
 
 def _candle(scene: _Scene, market: str, candle: NewestCandle | None,
@@ -351,6 +383,7 @@ def run(settings: Settings, out: TextIO, *, as_json: bool = False,
 def _gather(settings: Settings, markets: Sequence[str] | None) -> dict[str, Any]:
     import redis
 
+    from bot.exchange.bans import read_ban
     from bot.exchange.factory import make_exchange
     from bot.storage import Database
     db = Database(settings.database_url)
@@ -359,12 +392,15 @@ def _gather(settings: Settings, markets: Sequence[str] | None) -> dict[str, Any]
         exchange = make_exchange(settings, db, view=True)
         heartbeats: dict[str, float] | None = None
         error = None
+        ban = None
         try:
-            heartbeats = read_heartbeats(_redis(settings))
+            client = _redis(settings)
+            heartbeats = read_heartbeats(client)
+            ban = read_ban(client)
         except redis.RedisError as exc:
             error = f"redis unavailable: {exc}"
         return collect(settings, db, exchange, heartbeats, heartbeat_error=error,
-                       markets=markets)
+                       markets=markets, ban=ban)
     finally:
         close = getattr(exchange, "close", None)
         if close is not None:

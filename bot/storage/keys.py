@@ -8,6 +8,7 @@ HEARTBEAT_PREFIX = "bot:heartbeat:"  # + the worker's role(s), e.g. collector
 LOCK_PREFIX = "bot:lock:"  # + job:market, a per-market job lock
 BEAT_LOCK = "bot:beat:lock"  # the single-Beat lock
 FAILURES_PREFIX = "bot:failures:"  # + task:market, a job's failure streak
+UPBIT_BAN = "bot:upbit:ban"  # Upbit's ban in force (bot/exchange/bans.py)
 
 
 def heartbeat(role: str) -> str:

@@ -13,7 +13,10 @@ from bot.models import Fill, Order
 from bot.rules import slippage
 from bot.storage.db import Database
 
-ACTIVE_STATES = ("new", "wait", "watch")
+# 'cancelling': the daemon asked for a cancel and the exchange has not ended
+# the order yet; it can still fill, so it stays active until 'cancel' or 'done'.
+ACTIVE_STATES = ("new", "wait", "watch", "cancelling")
+EXCHANGE_OPEN_STATES = ("wait", "watch")
 
 
 @dataclass(frozen=True)
@@ -34,14 +37,20 @@ class OrderRow:
     cancel_reason: str | None
     created_at: datetime
     sent_at: datetime | None
+    cancel_requested_at: datetime | None = None
 
     @property
     def active(self) -> bool:
         return self.state in ACTIVE_STATES
 
+    @property
+    def cancelling(self) -> bool:
+        return self.state == "cancelling"
+
 
 _COLUMNS = ("id, identifier, mode, market, side, price, volume, state, exchange_uuid,"
-            " decision_id, executed_volume, paid_fee, error, cancel_reason, created_at, sent_at")
+            " decision_id, executed_volume, paid_fee, error, cancel_reason, created_at, sent_at,"
+            " cancel_requested_at")
 
 
 def insert_new(cur: Cursor, *, identifier: str, mode: str, market: str, side: str,
@@ -71,7 +80,9 @@ def by_id(db: Database, order_id: int) -> OrderRow | None:
 
 
 def by_decision(db: Database, decision_id: int) -> OrderRow | None:
-    return _one(db, "decision_id = %s", (decision_id,))
+    """The decision's order: the newest, when a refused one was placed again
+    (bot.trading.lifecycle's retry on a new tick)."""
+    return _one(db, "decision_id = %s ORDER BY id DESC LIMIT 1", (decision_id,))
 
 
 def known(db: Database, *, uuid: str, identifier: str | None) -> bool:
@@ -92,15 +103,42 @@ def active(db: Database, mode: str, market: str | None = None) -> list[OrderRow]
         return [OrderRow(*row) for row in cur.fetchall()]
 
 
+# An open answer leaves a requested cancel pending: the row stays 'cancelling'.
+_FOLLOW_STATE = ("CASE WHEN state = 'cancelling' AND %(state)s IN %(open)s THEN 'cancelling'"
+                 " ELSE %(state)s END")
+
+
 def record_exchange_state(db: Database, order_id: int, order: Order,
                           sent_at: datetime | None = None) -> None:
     """Take the exchange's view of an order (uuid, state, executed volume, fee)."""
     with db.cursor() as cur:
-        cur.execute("UPDATE orders SET exchange_uuid = %s, state = %s, executed_volume = %s,"
-                    " paid_fee = %s, sent_at = coalesce(sent_at, %s), updated_at = now()"
-                    " WHERE id = %s",
-                    (order.uuid, order.state, order.executed_volume, order.paid_fee, sent_at,
-                     order_id))
+        cur.execute(f"UPDATE orders SET exchange_uuid = %(uuid)s, state = {_FOLLOW_STATE},"
+                    " executed_volume = %(executed)s, paid_fee = %(fee)s,"
+                    " sent_at = coalesce(sent_at, %(sent_at)s), updated_at = now()"
+                    " WHERE id = %(id)s",
+                    _state_params(order, id=order_id, sent_at=sent_at))
+
+
+def mark_cancelling(db: Database, order_id: int, *, reason: str, at: datetime) -> None:
+    """The daemon asks the exchange to cancel: written before the request, so
+    that however it ends, its end is reported as the cancel it was."""
+    with db.cursor() as cur:
+        cur.execute("UPDATE orders SET state = 'cancelling', cancel_reason = %s,"
+                    " cancel_requested_at = %s, updated_at = now() WHERE id = %s",
+                    (reason, at, order_id))
+
+
+def unmark_cancelling(db: Database, order_id: int, state: str) -> None:
+    """The exchange refused the cancel: the order is back to ``state``."""
+    with db.cursor() as cur:
+        cur.execute("UPDATE orders SET state = %s, cancel_reason = NULL,"
+                    " cancel_requested_at = NULL, updated_at = now()"
+                    " WHERE id = %s AND state = 'cancelling'", (state, order_id))
+
+
+def _state_params(order: Order, **more: object) -> dict[str, object]:
+    return {"uuid": order.uuid, "state": order.state, "open": EXCHANGE_OPEN_STATES,
+            "executed": order.executed_volume, "fee": order.paid_fee, **more}
 
 
 def mark(db: Database, order_id: int, state: str, *, error: str | None = None,

@@ -28,10 +28,13 @@ class PaperOrderRow:
     state: str
     created_at: datetime
     fill_from: datetime
+    # When a requested cancel takes effect (None: no cancel asked for).
+    cancel_at: datetime | None = None
 
 
 _ORDER_COLUMNS = ("uuid, identifier, market, side, price, volume, remaining_volume,"
-                  " executed_volume, reserved, paid_fee, state, created_at, fill_from")
+                  " executed_volume, reserved, paid_fee, state, created_at, fill_from,"
+                  " cancel_at")
 
 
 def ensure_account(cur: Cursor, start_krw: Decimal) -> None:
@@ -68,10 +71,10 @@ def identifier_exists(cur: Cursor, identifier: str) -> bool:
 
 def insert_order(cur: Cursor, row: PaperOrderRow) -> None:
     cur.execute(f"INSERT INTO paper_orders ({_ORDER_COLUMNS}) VALUES"
-                " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (row.uuid, row.identifier, row.market, row.side, row.price, row.volume,
                  row.remaining_volume, row.executed_volume, row.reserved, row.paid_fee,
-                 row.state, row.created_at, row.fill_from))
+                 row.state, row.created_at, row.fill_from, row.cancel_at))
 
 
 def find_order(cur: Cursor, *, uuid: str | None = None, identifier: str | None = None,
@@ -99,6 +102,10 @@ def finish_order(cur: Cursor, uuid: str, *, state: str, executed_volume: Decimal
                 (state, executed_volume, executed_volume, paid_fee, uuid))
 
 
+def set_cancel_at(cur: Cursor, uuid: str, cancel_at: datetime) -> None:
+    cur.execute("UPDATE paper_orders SET cancel_at = %s WHERE uuid = %s", (cancel_at, uuid))
+
+
 def insert_paper_fill(cur: Cursor, order_uuid: str, fill: Fill, fee: Decimal) -> None:
     cur.execute("INSERT INTO paper_trades (uuid, order_uuid, market, side, price, volume, funds,"
                 " fee, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
@@ -122,15 +129,16 @@ class FillCandle:
     high: Decimal
 
 
-def first_final_candle(cur: Cursor, market: str, timeframe: str,
-                       since: datetime) -> FillCandle | None:
-    """The first candle starting at or after ``since``, once it is final (None
-    while it is not, or when there is none yet)."""
+def first_candle(cur: Cursor, market: str, timeframe: str, since: datetime,
+                 before: datetime | None = None) -> tuple[FillCandle, bool] | None:
+    """The first candle starting at or after ``since`` (and before ``before``)
+    and whether it is final; None when there is none."""
     cur.execute("SELECT ts, open, low, high, coalesce((meta->>'final')::boolean, false)"
                 " FROM candles WHERE market = %s AND timeframe = %s AND ts >= %s"
-                " ORDER BY ts LIMIT 1", (market, timeframe, since))
+                " AND (%s::timestamptz IS NULL OR ts < %s)"
+                " ORDER BY ts LIMIT 1", (market, timeframe, since, before, before))
     row = cur.fetchone()
-    return FillCandle(*row[:4]) if row and row[4] else None
+    return (FillCandle(*row[:4]), bool(row[4])) if row else None
 
 
 def to_order(row: PaperOrderRow, fills: tuple[Fill, ...] = ()) -> Order:

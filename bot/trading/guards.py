@@ -17,7 +17,9 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from bot import rules
+from bot.storage import markets as market_store
 from bot.storage import positions
+from bot.trading.terms import blocked
 
 if TYPE_CHECKING:  # types only: bot status imports this without the optimizer's numpy
     from bot.config import Settings
@@ -102,6 +104,9 @@ def buy_guards(settings: Settings, db: Database, market: str, params: InForce,
     it records the day's equity)."""
     period = timedelta(minutes=settings.unit)
     found: dict[str, Outcome] = {}
+    upbit_says = blocked(settings, market_store.get(db, market))
+    if upbit_says is not None:
+        found[upbit_says[0]] = Outcome(*upbit_says)
     if params.standing_aside:
         found[rules.STAND_ASIDE] = Outcome(
             rules.STAND_ASIDE, "stand_aside: the optimizer's latest verdict for this market is"

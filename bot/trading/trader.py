@@ -39,11 +39,13 @@ from bot.money import floor_volume, fmt, round_price
 from bot.storage import candles as candle_store
 from bot.storage import decisions as decision_store
 from bot.storage import equity as equity_store
+from bot.storage import markets as market_store
 from bot.storage import orders as order_store
 from bot.trading import accounting, guards, strategies
 from bot.trading.in_force import params_in_force
 from bot.trading.lifecycle import TradeContext, reconcile_market, send_order
 from bot.trading.params import InForce
+from bot.trading.terms import terms_of
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +84,11 @@ def order_identifier(mode: str, market: str, candle_ts: datetime, side: str) -> 
 
 def plan_buy(krw_free: Decimal, close: Decimal, *, aggressiveness: Decimal, fee_rate: Decimal,
              fee_buffer: Decimal, min_order_krw: Decimal,
-             max_position_krw: Decimal = Decimal(0)) -> OrderPlan | str:
-    """The bid for a budget, or why there is none."""
-    price = round_price(close * (1 + aggressiveness), "up")
+             max_position_krw: Decimal = Decimal(0), tick: Decimal | None = None
+             ) -> OrderPlan | str:
+    """The bid for a budget, or why there is none (``tick``: the market's own,
+    None for the KRW table)."""
+    price = round_price(close * (1 + aggressiveness), "up", tick)
     volume = floor_volume(krw_free / (price * (1 + fee_rate + fee_buffer)))
     if max_position_krw > 0:
         volume = min(volume, floor_volume(max_position_krw / price))
@@ -95,9 +99,9 @@ def plan_buy(krw_free: Decimal, close: Decimal, *, aggressiveness: Decimal, fee_
 
 
 def plan_sell(coin_free: Decimal, close: Decimal, *, aggressiveness: Decimal,
-              min_order_krw: Decimal) -> OrderPlan | str:
+              min_order_krw: Decimal, tick: Decimal | None = None) -> OrderPlan | str:
     """The ask for the whole free balance, or why there is none."""
-    price = round_price(close * (1 - aggressiveness), "down")
+    price = round_price(close * (1 - aggressiveness), "down", tick)
     volume = floor_volume(coin_free)
     if price * volume < min_order_krw:
         return (f"sell below the minimum order: {fmt(price * volume)} KRW <"
@@ -107,8 +111,8 @@ def plan_sell(coin_free: Decimal, close: Decimal, *, aggressiveness: Decimal,
 
 def _latest_closes(ctx: TradeContext, balances: list[Balance], market: str,
                    close: Decimal) -> dict[str, Decimal]:
-    markets = set(ctx.settings.markets) | {f"KRW-{b.currency}" for b in balances
-                                            if b.currency != "KRW"}
+    markets = set(market_store.traded(ctx.settings, ctx.db)) | {
+        f"KRW-{b.currency}" for b in balances if b.currency != "KRW"}
     closes = candle_store.latest_closes(ctx.db, sorted(markets), ctx.settings.timeframe)
     closes[market] = close
     return closes
@@ -137,7 +141,7 @@ def _loss_limit_halted(ctx: TradeContext, equity: Decimal, day: date, now: datet
 def _buy_budget(ctx: TradeContext, balances: list[Balance], closes: dict[str, Decimal]) -> Decimal:
     krw = free_balance(balances, "KRW")
     flat = 0
-    for market in ctx.settings.markets:
+    for market in market_store.traded(ctx.settings, ctx.db):
         coin = total_balance(balances, coin_of(market))
         if coin * closes.get(market, Decimal(0)) < ctx.settings.min_order_krw:
             flat += 1
@@ -149,13 +153,15 @@ def _plan(ctx: TradeContext, market: str, action: str, balances: list[Balance], 
     s = ctx.settings
     if order_store.active(ctx.db, ctx.mode, market):
         return "an order for this market is still open"
+    terms = terms_of(s, ctx.db, market)
     if action == "buy":
         return plan_buy(_buy_budget(ctx, balances, closes), close,
-                        aggressiveness=s.aggressiveness, fee_rate=s.fee_rate,
-                        fee_buffer=s.fee_buffer, min_order_krw=s.min_order_krw,
-                        max_position_krw=s.max_position_krw)
+                        aggressiveness=s.aggressiveness, fee_rate=terms.bid_fee,
+                        fee_buffer=s.fee_buffer, min_order_krw=terms.min_order_krw,
+                        max_position_krw=s.max_position_krw, tick=terms.tick)
     return plan_sell(free_balance(balances, coin_of(market)), close,
-                     aggressiveness=s.aggressiveness, min_order_krw=s.min_order_krw)
+                     aggressiveness=s.aggressiveness, min_order_krw=terms.min_order_krw,
+                     tick=terms.tick)
 
 
 def _skip(market: str, reason: str, candle_ts: datetime | None = None,
@@ -294,5 +300,6 @@ def _log_decision(o: TradeOutcome) -> None:
 
 def trade(ctx: TradeContext, markets: tuple[str, ...] | None = None) -> list[TradeOutcome]:
     """A decision pass over the markets; errors propagate (the task retries)."""
-    return [trade_market(ctx, market) for market in markets or ctx.settings.markets]
+    return [trade_market(ctx, market)
+            for market in markets or market_store.managed(ctx.settings, ctx.db)]
 

@@ -27,7 +27,8 @@ from bot.worker import timing
 warnings.filterwarnings("ignore", message="You're running the worker with superuser",
                         category=SecurityWarning)
 
-QUEUES = {"collect": "collector_queue", "trade": "trader_queue",
+QUEUES = {"collect": "collector_queue", "markets": "collector_queue",
+          "each_market": "collector_queue", "trade": "trader_queue",
           "reconcile": "trader_queue", "optimize": "optimizer_queue",
           "optimize_due": "optimizer_queue", "daily_summary": "trader_queue"}
 ROLES = {"collector_queue": "collector", "trader_queue": "trader",

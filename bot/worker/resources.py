@@ -7,7 +7,12 @@ from __future__ import annotations
 
 from functools import cached_property
 
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
 from bot.config import Settings
+from bot.exchange.bans import BanBoard, RedisBans
 from bot.exchange.factory import make_exchange
 from bot.exchange.protocol import Exchange
 from bot.exchange.upbit import UpbitClient
@@ -25,8 +30,17 @@ class Resources:
 
     @cached_property
     def upbit(self) -> UpbitClient:
-        """Upbit's client: market data in both modes, orders in live mode."""
-        return UpbitClient.from_settings(self.settings)
+        """Upbit's client: market data in both modes, orders in live mode; it
+        waits out a 418 ban together with every process of the installation."""
+        return UpbitClient.from_settings(self.settings, bans=self.bans)
+
+    @cached_property
+    def bans(self) -> BanBoard:
+        """The installation's ban board in Redis. A command gives Redis no
+        second chance: while it is down, bans are this process's own."""
+        client = redis.Redis.from_url(self.settings.celery_backend_url, socket_timeout=2,
+                                      socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))
+        return RedisBans(client)
 
     @cached_property
     def exchange(self) -> Exchange:

@@ -9,6 +9,9 @@ lines (``run.*`` events) go through the log setup like any command's.
   per death within the window, at most 30 s); the others keep running. Only a
   child that dies 5 times within 300 s makes ``bot run`` give up: it stops
   the others and exits 1 (see :class:`RestartPolicy`).
+- **A child that exits 2** (a bad setting, or in live mode a key Upbit
+  refuses: its ``bot:`` line says which) is not started again: ``bot run``
+  stops the others and exits 2.
 - **Stopping.** SIGTERM, SIGINT (Ctrl-C) or SIGHUP: every child gets SIGTERM
   (Celery's warm shutdown: no new task, the one at hand finishes), and
   whatever is left after the grace period (15 s), or at a second signal, is
@@ -46,6 +49,8 @@ from typing import TextIO
 from bot.logs import event
 
 log = logging.getLogger(__name__)
+
+EXIT_CONFIG = 2  # a child's exit code for what no restart can fix
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # what signal.signal returns: a function, SIG_DFL or SIG_IGN, or None
@@ -231,6 +236,7 @@ class Supervisor:
         self.signals = signals or StopSignals()
         self.children = {spec.name: _Running(spec) for spec in specs}
         self.reason = ""  # why serve() gave up
+        self.failure = 1  # serve()'s code when it gives up
         self._out_lock = threading.Lock()
         self._preexec = _pdeathsig_setter()
 
@@ -261,7 +267,7 @@ class Supervisor:
             for child in self.children.values():
                 if child.restart_at is None and child.proc.poll() is not None:
                     if not self._died(child, now):
-                        return 1
+                        return self.failure
                 elif child.restart_at is not None and child.restart_at <= now:
                     self._spawn(child)
             due = [c.restart_at for c in self.children.values() if c.restart_at is not None]
@@ -278,6 +284,14 @@ class Supervisor:
             deaths.popleft()
         fields = {"child": child.spec.name, "pid": proc.pid, **_describe(proc.returncode),
                   "uptime_s": round(now - child.started, 1)}
+        if proc.returncode == EXIT_CONFIG:
+            # A setting or the Upbit key is wrong (its `bot:` line said which):
+            # starting it again cannot help, and each start asks Upbit again.
+            event(log, "run.gave_up", level=logging.ERROR, **fields, deaths=len(deaths),
+                  window_s=self.policy.window, detail="exited 2: fix what its `bot:` line"
+                  " names, then start again")
+            self.reason, self.failure = f"{child.spec.name} exited 2", EXIT_CONFIG
+            return False
         if len(deaths) >= self.policy.max_deaths:
             event(log, "run.gave_up", level=logging.ERROR, **fields, deaths=len(deaths),
                   window_s=self.policy.window,

@@ -20,6 +20,7 @@ import redis
 from bot import clock
 from bot.config import Settings
 from bot.errors import LockBusy, RedisUnavailable
+from bot.exchange.bans import BanBoard, RedisBans
 from bot.logs import event
 from bot.storage import keys
 from bot.worker.resources import Resources
@@ -39,6 +40,11 @@ class Runtime(Resources):
         super().__init__(settings)
         self.pid = os.getpid()
         clock.configure(float(settings.bot_clock_speedup), float(settings.bot_clock_epoch))
+
+    @cached_property
+    def bans(self) -> BanBoard:
+        """The installation's ban board, on the worker's own Redis client."""
+        return RedisBans(self.redis)
 
     @cached_property
     def redis(self) -> redis.Redis:

@@ -37,7 +37,7 @@ from bot.config import Settings
 from bot.logs import event, set_role
 from bot.storage import keys
 from bot.worker.app import settings
-from bot.worker.timing import OPTIMIZE_EXPIRES, optimize_due_every, period
+from bot.worker.timing import OPTIMIZE_EXPIRES, markets_every, optimize_due_every, period
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +82,23 @@ def build_beat_schedule(current: Settings) -> dict[str, BeatEntry]:
         "daily summary": {"task": "daily_summary",
                           "schedule": parse_schedule(current.daily_summary_schedule),
                           "options": {"expires": 3600}},
+        # what Upbit says of the markets: warnings, ticks, fees (bot.data.markets)
+        "markets": {"task": "markets", "schedule": schedule(timedelta(seconds=markets_every())),
+                    "options": {"expires": markets_every()}},
         # markets without a judged optimizer run for a day (bot.optimize.job.due_markets)
         "optimize due": {"task": "optimize_due",
                          "schedule": schedule(timedelta(seconds=due_every)),
                          "options": {"expires": due_every}},
     }
+    if current.markets_top:
+        # The set changes hourly (bot.data.markets.choose): each entry fans out
+        # over the markets of the moment.
+        for task, every in (("collect", collect_every), ("trade", trade_every),
+                            ("optimize", optimize_every)):
+            expires = OPTIMIZE_EXPIRES if task == "optimize" else _expires(every, every_period)
+            entries[f"{task} each market"] = {
+                "task": "each_market", "schedule": every, "args": (task, expires),
+                "options": {"expires": _expires(every, every_period)}}
     for market in current.markets:
         entries[f"collect {market}"] = {
             "task": "collect", "schedule": collect_every, "args": (market,),

@@ -1,6 +1,7 @@
 """A worker's (and Beat's) life cycle, as Celery signal handlers: the log
 setup; before consuming, migrations under the advisory lock (waiting with
-backoff while the database is down) and one start line; the first passes
+backoff while the database is down), in live mode the preflight (a bad key
+ends the worker with exit code 2) and one start line; the first passes
 when ready; a line (and a notification) per failed, retried or revoked task.
 Connected when the app is configured (bot.worker.app); Beat's own start is in
 bot.worker.scheduler.
@@ -26,13 +27,16 @@ from celery.worker import WorkController
 from celery.worker.consumer import Consumer
 from celery.worker.request import Request
 
+from bot import clock
 from bot.config import Settings
 from bot.errors import BotError, DatabaseUnavailable
+from bot.exchange.preflight import Preflight, preflight
 from bot.logs import event, set_role, setup_logging
+from bot.models import NOTIFY_EVENT_NAMES
 from bot.worker import timing
 from bot.worker.app import ROLES, settings
 from bot.worker.runtime import Runtime, runtime
-from bot.worker.tasks import optimize_due, reconcile
+from bot.worker.tasks import markets, optimize_due, reconcile
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +92,48 @@ def _worker_setup(sender: str, instance: Worker, **_: object) -> None:
         if released := rt.release_own_locks():
             event(log, "worker.locks_released", count=released,
                   detail="held by this worker before it was killed")
+    if current.live:
+        run_preflight(current, rt, role)
     event(log, "worker.started", role=role, queues=",".join(queues),
           schema=result.current, **current.public_summary())
     _warn_about(current)
     instance.app.conf.bot_role = role
+
+
+# The event a key about to expire is notified as (bot.models.NOTIFY_EVENT_NAMES).
+KEY_EXPIRING = "key.expiring"
+
+
+def run_preflight(current: Settings, rt: Runtime, role: str) -> Preflight:
+    """Ask Upbit whether the keys, their permissions and MARKETS will do
+    (bot.exchange.preflight); one line per finding. A fatal one ends the
+    worker before it consumes: the line on stderr and exit code 2, as a bad
+    setting does (bot.worker.app.settings)."""
+    checked = preflight(rt.upbit, current, clock.now())
+    for finding in checked.findings:
+        error = {"error": finding.name} if finding.name else {}
+        event(log, "preflight.failed" if finding.fatal else "preflight.warning",
+              level=logging.ERROR if finding.fatal else logging.WARNING,
+              check=finding.check, **error, detail=finding.line)
+    if not checked.findings:
+        event(log, "preflight.passed", checks=",".join(checked.checked))
+    _notify_expiry(current, checked, role)
+    if (fatal := checked.fatal) is not None:
+        sys.stderr.write(f"bot: {fatal.line}\n")
+        sys.stderr.flush()
+        raise SystemExit(2)
+    return checked
+
+
+def _notify_expiry(current: Settings, checked: Preflight, role: str) -> None:
+    # Every live worker runs the preflight; one of them tells the operator.
+    # Until KEY_EXPIRING is a notification event the notifier has no word for it.
+    expiring = checked.expiring
+    if expiring is None or "trader" not in role or KEY_EXPIRING not in NOTIFY_EVENT_NAMES:
+        return
+    from bot.report.notify import notifier
+    notifier(current)(KEY_EXPIRING, days=expiring.days_left, detail=expiring.line,
+                      expires=f"{expiring.expires_at:%Y-%m-%d}" if expiring.expires_at else None)
 
 
 def _warn_about(current: Settings) -> None:
@@ -112,6 +154,9 @@ def _worker_ready(sender: Consumer, **_: object) -> None:
     _quiet_warm_shutdown(getattr(sender, "controller", None))
     current = settings()
     runtime(current).start_heartbeat(role)
+    if "collector" in role:
+        # Upbit's word on the markets (warnings, ticks, fees) before the first trade.
+        markets.apply_async(expires=timing.markets_every())
     if "trader" in role:
         # Adopt the exchange's view of every order before trading again.
         reconcile.apply_async(expires=timing.period(current) * 2)

@@ -80,6 +80,39 @@ def collect(market: str) -> dict | None:
     return {"market": market, "inserted": result.inserted, "updated": result.updated}
 
 
+@app.task(name="markets", acks_late=False, max_retries=3, **_RETRY)
+def markets() -> dict:
+    """What Upbit says about the markets (bot.data.markets.refresh): hourly
+    from Beat and at the collector's start. A market that joined the top:N
+    set is collected (backfilled) at once, before it is traded."""
+    from bot.data.markets import refresh
+    from bot.report.notify import notifier
+    rt = runtime()
+    done = refresh(rt.db, rt.upbit, rt.settings, clock.now(), notify=notifier(rt.settings))
+    for market in done.joined:
+        collect.apply_async((market,), expires=timing.markets_every())
+    event(log, "markets.refreshed", level=logging.INFO if done.changes else logging.DEBUG,
+          listed=done.listed, changes=len(done.changes), ticks=done.ticks, fees=done.chances)
+    return {"listed": done.listed, "changes": [c.market for c in done.changes],
+            "ticks": done.ticks, "fees": done.chances, "joined": list(done.joined)}
+
+
+@app.task(name="each_market", acks_late=False)
+def each_market(task: str, expires: float) -> dict:
+    """MARKETS=top:N: Beat's entry for ``task`` (collect, trade, optimize),
+    sent once per market of the moment: collect and trade what the daemon
+    looks after (the selection and what it still holds), optimize the
+    selection."""
+    from bot.storage import markets as market_store
+    rt = runtime()
+    names = (market_store.traded(rt.settings, rt.db) if task == "optimize"
+             else market_store.managed(rt.settings, rt.db))
+    target = {"collect": collect, "trade": trade, "optimize": optimize}[task]
+    for market in names:
+        target.apply_async((market,), expires=expires)
+    return {"task": task, "markets": list(names)}
+
+
 @app.task(name="trade", acks_late=True, reject_on_worker_lost=True, max_retries=3, **_RETRY)
 def trade(market: str) -> dict | None:
     from bot.trading.trader import trade_market

@@ -16,6 +16,7 @@ OPTIMIZE_EXPIRES = 3 * 3600.0
 # the daemon's clock), and a collect pass storing at least BACKFILL_CANDLES new
 # candles (the first backfill, a gap filled after an outage) sends it at once.
 OPTIMIZE_DUE_SIMULATED = 15 * 60.0
+MARKETS_SIMULATED = 3600.0  # Upbit's market list, warnings and ticks: hourly
 BACKFILL_CANDLES = 200
 _CANDLES_PER_PAGE = 200  # Upbit's page size; a collect pass backfills page by page
 
@@ -23,6 +24,11 @@ _CANDLES_PER_PAGE = 200  # Upbit's page size; a collect pass backfills page by p
 def period(settings: Settings) -> float:
     """One candle period."""
     return clock.real_seconds(settings.unit * 60.0)
+
+
+def markets_every() -> float:
+    """Real seconds between two reads of Upbit's market list (hourly)."""
+    return clock.real_seconds(MARKETS_SIMULATED)
 
 
 def optimize_due_every() -> float:
@@ -35,6 +41,8 @@ def limits(settings: Settings) -> dict[str, tuple[float, float]]:
     pages = settings.backfill_max_candles / _CANDLES_PER_PAGE
     return {
         "collect": (max(45.0, pages / 5 + 30), max(55.0, pages / 5 + 40)),
+        "markets": (60.0, 90.0),
+        "each_market": (30.0, 40.0),
         "trade": (30.0, 40.0),
         "reconcile": (45.0, 55.0),
         "optimize": (1200.0, 1500.0),

@@ -262,10 +262,11 @@ def test_live_mode_orders_are_signed_and_balances_agree(tmp_path):
         def settled():
             app.send_task("reconcile", queue="trader_queue")
             return d.scalar("SELECT count(*) FROM orders WHERE state IN"
-                            " ('new', 'wait', 'watch')") == 0
+                            " ('new', 'wait', 'watch', 'cancelling')") == 0
 
         wait_for(settled, 30, "orders to settle", every=1.0)
-        posts = [dict(r.params) for r in d.server.private_requests if r.method == "POST"]
+        posts = [dict(r.params) for r in d.server.private_requests
+                 if r.method == "POST" and r.path == "/v1/orders"]
         assert posts and all(p["ord_type"] == "limit" and p["identifier"].startswith(
             "ubot-live-") for p in posts)
         # every order the server holds is in the database, and the money agrees

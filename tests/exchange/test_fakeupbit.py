@@ -351,7 +351,7 @@ def test_order_fills_on_a_later_crossing_candle_with_exact_balances(
 
     sold = private(upbit, "POST", "/v1/orders", {"market": "KRW-BTC", "side": "ask",
                                                  "volume": "0.001", "price": "50100000",
-                                                 "ord_type": "limit"}, form=True)
+                                                 "ord_type": "limit"})
     assert sold.status_code == 201, sold.text
     assert upbit.balances()["BTC"].locked == Decimal("0.001")
     clock.set("2025-01-01T00:13:59Z")  # placed at 00:13:00 sharp: 00:13 counts, once closed

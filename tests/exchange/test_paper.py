@@ -195,3 +195,61 @@ def test_state_survives_a_new_process(db, paper, database_url):
                          check=True, timeout=60).stdout.splitlines()
     assert out == ["{'KRW': '499750/500250'}", "wait"]
     assert free_balance(paper.balances(), "KRW") == D("499750")
+
+
+# --- a cancel is a request (cancel_delay) ------------------------------------------
+
+
+@pytest.fixture
+def slow_cancel(db, clock):
+    return PaperExchange(db, start_krw=D("1000000"), fee_rate=D("0.0005"),
+                         min_order_krw=D("5000"), unit=1, now=clock,
+                         cancel_delay=timedelta(seconds=30))
+
+
+def test_a_delayed_cancel_answers_wait_and_the_order_can_still_fill(db, slow_cancel, clock):
+    order = slow_cancel.place_limit_order("KRW-BTC", "bid", D("50000000"), D("0.01"), "slow")
+    clock.advance(seconds=70)  # its candle (minute 1) was never stored
+    answer = slow_cancel.cancel_order(uuid=order.uuid)
+    assert answer.state == "wait" and answer.executed_volume == 0
+    assert [o.uuid for o in slow_cancel.open_orders("KRW-BTC")] == [order.uuid]
+    assert _balances(slow_cancel)["KRW"] == (D("499750"), D("500250"))  # still reserved
+    # the candle arrives while the cancel is pending: the same fill model decides
+    _next_candle(db, 1, low="49990000", high="50100000", open_="50050000")
+    clock.advance(seconds=10)
+    done = slow_cancel.get_order(uuid=order.uuid)
+    assert (done.state, done.executed_volume) == ("done", D("0.01"))
+    assert [(t.price, t.volume) for t in done.fills] == [(D("50000000"), D("0.01"))]
+    with pytest.raises(InvalidOrder):
+        slow_cancel.cancel_order(uuid=order.uuid)
+
+
+def test_a_delayed_cancel_ends_cancel_and_later_candles_meet_nothing(db, slow_cancel, clock):
+    order = slow_cancel.place_limit_order("KRW-BTC", "bid", D("50000000"), D("0.01"), "gone")
+    clock.advance(seconds=70)  # T0 + 2:11: the cancel takes effect at 2:41
+    slow_cancel.cancel_order(uuid=order.uuid)
+    clock.advance(seconds=20)
+    assert slow_cancel.cancel_order(uuid=order.uuid).state == "wait"  # asked again: same end
+    clock.advance(seconds=9)
+    assert slow_cancel.get_order(uuid=order.uuid).state == "wait"  # 2:40
+    clock.advance(seconds=1)
+    ended = slow_cancel.get_order(uuid=order.uuid)
+    assert (ended.state, ended.executed_volume, ended.fills) == ("cancel", 0, ())
+    assert _balances(slow_cancel) == {"KRW": (D("1000000"), D("0"))}
+    _next_candle(db, 3, low="40000000", high="50100000")  # starts after the cancel
+    assert slow_cancel.get_order(uuid=order.uuid).state == "cancel"
+    assert slow_cancel.open_orders() == []
+
+
+def test_a_candle_that_starts_before_the_cancel_takes_effect_still_decides(db, slow_cancel,
+                                                                          clock):
+    order = slow_cancel.place_limit_order("KRW-BTC", "bid", D("50000000"), D("0.01"), "late")
+    clock.advance(seconds=70)
+    slow_cancel.cancel_order(uuid=order.uuid)  # takes effect at T0 + 2:41
+    clock.advance(minutes=2)
+    # minute 1 never traded; minute 2 started before the cancel took effect and
+    # closes after it: the order meets it, and it is not final yet
+    _next_candle(db, 2, low="49990000", high="50100000", open_="50050000", final=False)
+    assert slow_cancel.get_order(uuid=order.uuid).state == "wait"
+    _next_candle(db, 2, low="49990000", high="50100000", open_="50050000")
+    assert slow_cancel.get_order(uuid=order.uuid).state == "done"

@@ -31,6 +31,13 @@ def server() -> Iterator[responses.RequestsMock]:
         yield mock
 
 
+# Shaped like the SDK's OrderRetrieveChanceResponse, cut to what is read.
+CHANCE = {"bid_fee": "0.0005", "ask_fee": "0.0005", "maker_bid_fee": "0.0005",
+          "maker_ask_fee": "0.0005",
+          "market": {"id": "KRW-BTC", "bid": {"currency": "KRW", "min_total": "5000"},
+                     "ask": {"currency": "BTC", "min_total": "5000"}}}
+
+
 def claims(call: Any) -> dict[str, Any]:
     header = call.request.headers["Authorization"]
     assert header.startswith("Bearer ")
@@ -51,7 +58,7 @@ def sha512(text: str) -> str:
 
 def test_get_with_params_hashes_the_query_the_server_received(
         server: responses.RequestsMock) -> None:
-    server.get(f"{BASE}/v1/orders/chance", json={"bid_fee": "0.0005"})
+    server.get(f"{BASE}/v1/orders/chance", json=CHANCE)
     make_client(FakeClock()).order_chance("KRW-BTC")
     call = server.calls[0]
     payload = claims(call)
@@ -148,3 +155,26 @@ def test_private_call_without_keys_sends_nothing(server: responses.RequestsMock,
     with pytest.raises(AuthError):
         client.place_limit_order("KRW-BTC", "bid", Decimal(1000), Decimal(5), "bot-1")
     assert len(server.calls) == 0
+
+
+def test_test_order_is_signed_like_an_order_with_a_json_body(
+        server: responses.RequestsMock) -> None:
+    server.post(f"{BASE}/v1/orders/test", json=order_json(identifier=None), status=201)
+    make_client(FakeClock()).test_order("KRW-BTC", "bid", Decimal("143000000"),
+                                        Decimal("0.0001"))
+    call = server.calls[0]
+    assert urlsplit(call.request.url).query == ""
+    assert call.request.headers["Content-Type"].startswith("application/json")
+    body = json.loads(call.request.body)
+    # No identifier given: none is sent (nor hashed).
+    assert body == {"market": "KRW-BTC", "side": "bid", "volume": "0.0001",
+                    "price": "143000000", "ord_type": "limit"}
+    hashed = "&".join(f"{key}={value}" for key, value in body.items())
+    assert claims(call)["query_hash"] == sha512(hashed)
+
+
+def test_api_keys_is_private_without_a_query(server: responses.RequestsMock) -> None:
+    server.get(f"{BASE}/v1/api_keys", json=[])
+    assert make_client(FakeClock()).api_keys() == []
+    payload = claims(server.calls[0])
+    assert set(payload) == {"access_key", "nonce"} and payload["access_key"] == ACCESS

@@ -31,10 +31,11 @@ from bot.errors import (
     RateLimited,
     TemporaryError,
 )
+from bot.exchange.bans import MemoryBans
 from bot.exchange.ratelimit import GROUP_LIMITS, parse_remaining, route_group
 from bot.exchange.upbit import UpbitClient
 from bot.exchange.upbit_errors import error_class, error_fields
-from bot.models import Balance
+from bot.models import ApiKey, Balance, MarketInfo, OrderChance, Ticker
 from testkit.clock import FakeClock
 from testkit.upbit_json import (
     ACCESS,
@@ -181,7 +182,8 @@ def test_markets_ticker_and_tick_sizes(server: responses.RequestsMock,
     server.get(f"{BASE}/v1/orderbook/instruments", json=[
         {"market": "KRW-BTC", "quote_currency": "KRW", "tick_size": "1000"},
         {"market": "KRW-USDT", "quote_currency": "KRW", "tick_size": "0.1"}])
-    assert client.markets()[0]["market"] == "KRW-BTC"
+    assert client.markets() == [MarketInfo("KRW-BTC", "비트코인", "Bitcoin")]
+    assert query_of(server.calls[0]) == {"is_details": ["true"]}
     assert client.ticker(["KRW-BTC", "KRW-ETH"])[0]["trade_price"] == Decimal("0.1")
     assert query_of(server.calls[1]) == {"markets": ["KRW-BTC,KRW-ETH"]}
     assert client.tick_sizes(["KRW-BTC", "KRW-USDT"]) == {
@@ -269,9 +271,14 @@ def test_open_orders_without_market(server: responses.RequestsMock,
 
 def test_cancel_order_returns_the_order(server: responses.RequestsMock,
                                         client: UpbitClient) -> None:
-    server.delete(ORDER, json=order_json(state="wait"))
+    server.delete(ORDER, json=order_json(state="wait", executed_volume="0.00004",
+                                         remaining_volume="0.00006"))
     order = client.cancel_order(identifier="bot-KRW-BTC-1")
     assert order.uuid == "9ca023a5-851b-4fec-9f0a-48cd83c2eaae"
+    # As answered: the cancel is only asked for, the order can still fill.
+    assert order.state == "wait" and order.is_open
+    assert order.executed_volume == Decimal("0.00004")
+    assert query_of(server.calls[0]) == {"identifier": ["bot-KRW-BTC-1"]}
 
 
 def test_place_limit_order_parses_the_answer(server: responses.RequestsMock,
@@ -565,10 +572,10 @@ def test_groups_have_their_own_windows(server: responses.RequestsMock,
     assert clock.sleeps == [pytest.approx(1.0)]
 
 
-def test_order_group_allows_8_per_second(server: responses.RequestsMock,
-                                         client: UpbitClient, clock: FakeClock) -> None:
+def test_order_group_allows_12_per_second(server: responses.RequestsMock,
+                                          client: UpbitClient, clock: FakeClock) -> None:
     server.post(ORDERS, json=order_json(), status=201)
-    for i in range(9):
+    for i in range(13):
         client.place_limit_order("KRW-BTC", "bid", Decimal(1000), Decimal(5), f"bot-{i}")
     assert clock.sleeps == [pytest.approx(1.0)]
 
@@ -651,6 +658,11 @@ def test_sec_0_waits_only_until_the_oldest_send_leaves_the_window(
     ("GET", "/v1/ticker", "ticker"),
     ("GET", "/v1/orderbook/instruments", "orderbook"),
     ("POST", "/v1/orders", "order"),
+    ("POST", "/v1/orders/test", "order-test"),
+    ("DELETE", "/v1/orders/open", "order-cancel-all"),
+    ("GET", "/v1/ticker/all", "ticker"),
+    ("GET", "/v1/trades/ticks", "trade"),
+    ("GET", "/v1/api_keys", "default"),
     ("GET", "/v1/orders/open", "default"),
     ("GET", "/v1/orders/chance", "default"),
     ("DELETE", "/v1/order", "default"),
@@ -719,3 +731,344 @@ def test_error_fields_reads_only_upbits_shape() -> None:
     assert error_fields(upbit_error("nonce_used", "again")) == ("nonce_used", "again")
     assert error_fields({"error": {"name": 404}}) == ("404", "")
     assert error_fields({"error": "flat"}) is None and error_fields(["x"]) is None
+
+
+# --- market list, tickers, order chance, api keys (bodies as the SDK's types) ---
+
+def market_item(market: str, *, warning: bool | None = None,
+                caution: dict[str, bool | None] | None = None) -> dict[str, Any]:
+    """An item of ``/v1/market/all?is_details=true`` (types/trading_pair_list_response.py)."""
+    item: dict[str, Any] = {"market": market, "korean_name": "코인", "english_name": "Coin"}
+    if warning is not None or caution is not None:
+        item["market_event"] = {"warning": warning, "caution": caution}
+    return item
+
+
+def test_markets_read_warning_and_caution_flags(server: responses.RequestsMock,
+                                                client: UpbitClient) -> None:
+    server.get(f"{BASE}/v1/market/all", json=[
+        market_item("KRW-BTC", warning=False, caution={
+            "PRICE_FLUCTUATIONS": False, "TRADING_VOLUME_SOARING": False,
+            "DEPOSIT_AMOUNT_SOARING": False, "GLOBAL_PRICE_DIFFERENCES": False,
+            "CONCENTRATION_OF_SMALL_ACCOUNTS": False}),
+        market_item("KRW-WARN", warning=True, caution={"PRICE_FLUCTUATIONS": False}),
+        market_item("KRW-CAUT", warning=False, caution={
+            "PRICE_FLUCTUATIONS": True, "TRADING_VOLUME_SOARING": None,
+            "GLOBAL_PRICE_DIFFERENCES": True}),
+        market_item("KRW-PLAIN"),
+        {**market_item("KRW-OLD"), "market_warning": "CAUTION"},
+        {**market_item("KRW-NONE"), "market_warning": "NONE"},
+    ])
+    infos = {info.market: info for info in client.markets(details=True)}
+    assert infos["KRW-BTC"] == MarketInfo("KRW-BTC", "코인", "Coin", False, frozenset())
+    assert infos["KRW-WARN"].warning and infos["KRW-WARN"].cautions == frozenset()
+    assert not infos["KRW-CAUT"].warning
+    assert infos["KRW-CAUT"].cautions == {"PRICE_FLUCTUATIONS", "GLOBAL_PRICE_DIFFERENCES"}
+    assert not infos["KRW-PLAIN"].warning and not infos["KRW-PLAIN"].cautions
+    assert infos["KRW-OLD"].warning and not infos["KRW-NONE"].warning
+
+
+def test_markets_without_details_do_not_ask_for_them(server: responses.RequestsMock,
+                                                     client: UpbitClient) -> None:
+    server.get(f"{BASE}/v1/market/all", json=[market_item("KRW-BTC")])
+    (info,) = client.markets(details=False)
+    assert info.market == "KRW-BTC" and query_of(server.calls[0]) == {}
+
+
+@pytest.mark.parametrize(("item", "field"), [
+    ({**market_item("KRW-BTC"), "market_event": {"warning": "yes"}}, "warning"),
+    ({**market_item("KRW-BTC"), "market_event": {"caution": ["PRICE_FLUCTUATIONS"]}},
+     "caution"),
+    ({**market_item("KRW-BTC"), "market_event": {"caution": {"PRICE_FLUCTUATIONS": 1}}},
+     "PRICE_FLUCTUATIONS"),
+    ({"market": "KRW-BTC", "english_name": "Bitcoin"}, "korean_name"),
+])
+def test_markets_malformed(server: responses.RequestsMock, client: UpbitClient,
+                           item: dict[str, Any], field: str) -> None:
+    server.get(f"{BASE}/v1/market/all", json=[item])
+    with pytest.raises(MalformedResponse, match=field):
+        client.markets()
+
+
+def ticker_item(market: str, trade_price: Any, traded_24h: Any) -> dict[str, Any]:
+    """A ticker as types/ticker.py lists it (the KRW API sends numbers, the SDK strings)."""
+    return {"market": market, "trade_date": "20250101", "trade_time": "000005",
+            "trade_date_kst": "20250101", "trade_time_kst": "090005",
+            "trade_timestamp": 1735689605000, "opening_price": trade_price,
+            "high_price": trade_price, "low_price": trade_price, "trade_price": trade_price,
+            "prev_closing_price": trade_price, "change": "EVEN", "change_price": 0,
+            "change_rate": 0, "signed_change_price": 0, "signed_change_rate": 0,
+            "trade_volume": "0.001", "acc_trade_price": traded_24h,
+            "acc_trade_price_24h": traded_24h, "acc_trade_volume": 12.5,
+            "acc_trade_volume_24h": 30.1, "highest_52_week_price": trade_price,
+            "highest_52_week_date": "2024-12-17", "lowest_52_week_price": trade_price,
+            "lowest_52_week_date": "2024-01-23", "timestamp": 1735689606123}
+
+
+def test_tickers_all_reads_every_market_of_the_quote(server: responses.RequestsMock,
+                                                     client: UpbitClient) -> None:
+    server.get(f"{BASE}/v1/ticker/all", json=[
+        ticker_item("KRW-BTC", "143000000", "351234567890.123456"),
+        ticker_item("KRW-XRP", 3120.5, 98765432.1)])
+    btc, xrp = client.tickers_all()
+    assert query_of(server.calls[0]) == {"quote_currencies": ["KRW"]}
+    assert btc == Ticker("KRW-BTC", Decimal(143000000), Decimal("351234567890.123456"),
+                         datetime(2025, 1, 1, 0, 0, 6, 123000, tzinfo=UTC))
+    assert isinstance(xrp.trade_price, Decimal) and xrp.trade_price == Decimal("3120.5")
+    assert xrp.acc_trade_price_24h == Decimal("98765432.1")
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"acc_trade_price_24h": None}, "acc_trade_price_24h"),
+    ({"trade_price": 0}, "trade_price"),
+    ({"timestamp": "yesterday"}, "timestamp"),
+])
+def test_tickers_all_malformed(server: responses.RequestsMock, client: UpbitClient,
+                               change: dict[str, Any], field: str) -> None:
+    server.get(f"{BASE}/v1/ticker/all", json=[{**ticker_item("KRW-BTC", 1, 2), **change}])
+    with pytest.raises(MalformedResponse, match=field):
+        client.tickers_all("KRW")
+
+
+def chance_body(**change: Any) -> dict[str, Any]:
+    """types/order_retrieve_chance_response.py."""
+    account = {"currency": "KRW", "balance": "100000", "locked": "0", "avg_buy_price": "0",
+               "avg_buy_price_modified": False, "unit_currency": "KRW"}
+    body: dict[str, Any] = {
+        "bid_fee": "0.0005", "ask_fee": "0.0005", "maker_bid_fee": "0.0002",
+        "maker_ask_fee": "0.0002",
+        "market": {"id": "KRW-BTC", "name": "BTC/KRW", "order_sides": ["ask", "bid"],
+                   "bid_types": ["limit", "price", "best_fok"],
+                   "ask_types": ["limit", "market", "best_fok"],
+                   "bid": {"currency": "KRW", "min_total": "5000"},
+                   "ask": {"currency": "BTC", "min_total": "5000"},
+                   "max_total": "1000000000", "state": "active"},
+        "bid_account": account, "ask_account": {**account, "currency": "BTC"}}
+    body.update(change)
+    return body
+
+
+def test_order_chance_reads_fees_and_minimums(server: responses.RequestsMock,
+                                              client: UpbitClient) -> None:
+    server.get(f"{BASE}/v1/orders/chance", json=chance_body())
+    assert client.order_chance("KRW-BTC") == OrderChance(
+        "KRW-BTC", Decimal("0.0005"), Decimal("0.0005"), Decimal("0.0002"), Decimal("0.0002"),
+        Decimal(5000), Decimal(5000))
+    assert query_of(server.calls[0]) == {"market": ["KRW-BTC"]}
+
+
+def test_order_chance_without_maker_fees_uses_the_taker_fee(
+        server: responses.RequestsMock, client: UpbitClient) -> None:
+    old = chance_body(ask_fee="0.0025")
+    del old["maker_bid_fee"], old["maker_ask_fee"]
+    server.get(f"{BASE}/v1/orders/chance", json=old)
+    server.get(f"{BASE}/v1/orders/chance", json=chance_body(maker_bid_fee="0"))
+    chance = client.order_chance("KRW-BTC")
+    assert (chance.maker_bid_fee, chance.maker_ask_fee) == (Decimal("0.0005"),
+                                                            Decimal("0.0025"))
+    assert client.order_chance("KRW-BTC").maker_bid_fee == Decimal(0)  # a zero fee stays zero
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    (chance_body(bid_fee=None), "bid_fee"),
+    (chance_body(market={"id": "KRW-BTC", "bid": {"currency": "KRW"},
+                         "ask": {"currency": "BTC", "min_total": "5000"}}), "min_total"),
+    (chance_body(market="KRW-BTC"), "object"),
+    ([chance_body()], "object"),
+])
+def test_order_chance_malformed(server: responses.RequestsMock, client: UpbitClient,
+                                body: Any, field: str) -> None:
+    server.get(f"{BASE}/v1/orders/chance", json=body)
+    with pytest.raises(MalformedResponse, match=field):
+        client.order_chance("KRW-BTC")
+
+
+def test_api_keys_read_expiry_in_utc_and_hide_the_key_from_repr(
+        server: responses.RequestsMock, client: UpbitClient) -> None:
+    server.get(f"{BASE}/v1/api_keys", json=[
+        {"access_key": ACCESS, "expire_at": "2027-03-01T15:20:00+09:00"},
+        {"access_key": "other-key-xyz", "expire_at": "2026-12-24T09:00:00+09:00"}])
+    ours, other = client.api_keys()
+    assert ours == ApiKey(ACCESS, datetime(2027, 3, 1, 6, 20, tzinfo=UTC))
+    assert other.expire_at == datetime(2026, 12, 24, 0, 0, tzinfo=UTC)
+    assert ACCESS not in repr(ours) and "other-key-xyz" not in repr(other)
+
+
+def test_api_keys_malformed(server: responses.RequestsMock, client: UpbitClient) -> None:
+    server.get(f"{BASE}/v1/api_keys", json=[{"access_key": ACCESS,
+                                            "expire_at": "2027-03-01 15:20:00"}])
+    with pytest.raises(MalformedResponse, match="expire_at") as caught:
+        client.api_keys()
+    assert ACCESS not in str(caught.value)
+
+
+# --- the test order (the live preflight) ---------------------------------------
+
+TEST_ORDERS = f"{ORDERS}/test"
+
+
+def test_test_order_returns_the_order_upbit_would_place(server: responses.RequestsMock,
+                                                        client: UpbitClient) -> None:
+    # types/order.py: no trades; prevented_* are today's fields.
+    server.post(TEST_ORDERS, status=201, json=order_json(
+        uuid="cdd92199-2897-4e14-9448-f923320408ad", identifier="bot-test-1",
+        prevented_volume="0", prevented_locked="0"))
+    order = client.test_order("KRW-BTC", "bid", Decimal(143000000), Decimal("0.0001"),
+                              identifier="bot-test-1")
+    assert order.uuid == "cdd92199-2897-4e14-9448-f923320408ad"
+    assert (order.state, order.side, order.price) == ("wait", "bid", Decimal(143000000))
+    assert json.loads(server.calls[0].request.body)["identifier"] == "bot-test-1"
+
+
+def test_test_order_answer_without_price_or_volume_keys_is_read(
+        server: responses.RequestsMock, client: UpbitClient) -> None:
+    body = order_json()
+    del body["price"], body["volume"]  # optional in types/order.py
+    server.post(TEST_ORDERS, status=201, json=body)
+    order = client.test_order("KRW-BTC", "bid", Decimal(1000), Decimal(5))
+    assert order.price is None and order.volume is None
+
+
+@pytest.mark.parametrize(("name", "status", "cls"), [
+    ("out_of_scope", 401, AuthError),
+    ("no_authorization_i_p", 401, AuthError),
+    ("expired_access_key", 401, AuthError),
+    ("jwt_verification", 401, AuthError),
+    ("insufficient_funds_bid", 400, InsufficientFunds),
+    ("invalid_price_bid", 400, InvalidOrder),
+])
+def test_test_order_refusals_keep_upbits_name(server: responses.RequestsMock,
+                                              client: UpbitClient, clock: FakeClock,
+                                              name: str, status: int,
+                                              cls: type[ExchangeError]) -> None:
+    server.post(TEST_ORDERS, status=status, json=upbit_error(name, "거부"))
+    with pytest.raises(ExchangeError) as caught:
+        client.test_order("KRW-BTC", "bid", Decimal(1000), Decimal(5))
+    assert type(caught.value) is cls
+    assert (caught.value.name, caught.value.path) == (name, "/v1/orders/test")
+    assert len(server.calls) == 1 and clock.sleeps == []
+
+
+@pytest.mark.parametrize("answer", [
+    {"status": 500, "json": upbit_error("server_error", "x")},
+    {"status": 502, "body": "<html>bad gateway</html>"},
+    {"body": requests.ReadTimeout("read timed out")},
+])
+def test_test_order_is_sent_once_and_a_lost_answer_is_only_temporary(
+        server: responses.RequestsMock, client: UpbitClient, clock: FakeClock,
+        answer: dict[str, Any]) -> None:
+    server.post(TEST_ORDERS, **answer)
+    with pytest.raises(ExchangeTemporaryError) as caught:
+        client.test_order("KRW-BTC", "bid", Decimal(1000), Decimal(5))
+    # Nothing can have been placed: not "submit unknown".
+    assert not isinstance(caught.value, OrderSubmitUnknown)
+    assert caught.value.path == "/v1/orders/test"
+    assert len(server.calls) == 1 and clock.sleeps == []
+
+
+def test_test_order_unreadable_answer_is_malformed(server: responses.RequestsMock,
+                                                   client: UpbitClient) -> None:
+    server.post(TEST_ORDERS, status=201, json={"uuid": "u-1"})
+    with pytest.raises(MalformedResponse):
+        client.test_order("KRW-BTC", "bid", Decimal(1000), Decimal(5))
+
+
+def test_test_order_refuses_bad_arguments(server: responses.RequestsMock,
+                                          client: UpbitClient) -> None:
+    for args in (("KRW-BTC", "buy", Decimal(1), Decimal(1)),
+                 ("KRW-BTC", "bid", Decimal(0), Decimal(1)),
+                 ("KRW-BTC", "ask", Decimal(1), Decimal(0))):
+        with pytest.raises(ValueError):
+            client.test_order(*args)  # type: ignore[arg-type]
+    assert len(server.calls) == 0
+
+
+def test_test_orders_have_their_own_group_of_8_per_second(
+        server: responses.RequestsMock, client: UpbitClient, clock: FakeClock) -> None:
+    server.post(TEST_ORDERS, json=order_json(), status=201)
+    server.post(ORDERS, json=order_json(), status=201)
+    for _ in range(8):
+        client.test_order("KRW-BTC", "bid", Decimal(1000), Decimal(5))
+    client.place_limit_order("KRW-BTC", "bid", Decimal(1000), Decimal(5), "bot-1")
+    assert clock.sleeps == []  # real orders are counted apart
+    client.test_order("KRW-BTC", "bid", Decimal(1000), Decimal(5))
+    assert clock.sleeps == [pytest.approx(1.0)]
+
+
+# --- bans: how long, repeats, one log line, a board from the settings -----------
+
+@pytest.mark.parametrize(("answer", "seconds"), [
+    ({"json": upbit_error("too_many_requests", "요청이 너무 많아 30초 동안 차단됩니다.")}, 30),
+    ({"json": upbit_error("banned", "You are blocked for 45 seconds")}, 45),
+    ({"json": upbit_error("banned", "차단 시간: 2분")}, 120),
+    ({"body": "<html>IP blocked for 90 seconds</html>", "content_type": "text/html"}, 90),
+    ({"json": upbit_error("banned", "30초"), "headers": {"Retry-After": "15"}}, 15),
+    ({"json": upbit_error("banned", "잠시 후 다시 시도해 주세요")}, 60),
+])
+def test_418_reads_the_ban_length_from_the_answer(server: responses.RequestsMock,
+                                                  client: UpbitClient,
+                                                  answer: dict[str, Any],
+                                                  seconds: float) -> None:
+    server.get(CANDLES, status=418, **answer)
+    with pytest.raises(Banned) as caught:
+        client.candles("KRW-BTC")
+    assert caught.value.retry_after == seconds
+
+
+def test_repeated_418s_double_the_ban_and_the_count_starts_over_later(
+        server: responses.RequestsMock, client: UpbitClient, clock: FakeClock) -> None:
+    server.get(CANDLES, status=418, json=upbit_error("banned", "blocked for 60 seconds"))
+    waits = []
+    for gap in (0, 10, 10, 10, 601):
+        clock.now += gap
+        with pytest.raises(Banned) as caught:
+            client.candles("KRW-BTC")
+        waits.append(caught.value.retry_after)
+        clock.now += caught.value.retry_after  # wait it out
+    assert waits == [60, 120, 240, 480, 60]
+    assert len(server.calls) == 5
+
+
+def test_the_ban_is_capped_at_an_hour(server: responses.RequestsMock, client: UpbitClient,
+                                      clock: FakeClock) -> None:
+    server.get(CANDLES, status=418, json=upbit_error("banned", "blocked for 2000 seconds"))
+    waits = []
+    for _ in range(3):
+        with pytest.raises(Banned) as caught:
+            client.candles("KRW-BTC")
+        waits.append(caught.value.retry_after)
+        clock.now += caught.value.retry_after + 1
+    assert waits == [2000, 3600, 3600]
+
+
+def test_one_log_line_per_ban_not_per_refused_request(server: responses.RequestsMock,
+                                                      client: UpbitClient, clock: FakeClock,
+                                                      caplog: pytest.LogCaptureFixture
+                                                      ) -> None:
+    server.get(CANDLES, status=418, json=upbit_error("banned", "blocked"),
+               headers={"Retry-After": "30"})
+    with caplog.at_level(logging.WARNING, logger="bot.exchange.transport"):
+        for _ in range(5):
+            with pytest.raises(Banned):
+                client.candles("KRW-BTC")
+            clock.now += 1
+    bans = [r for r in caplog.records if getattr(r, "event", "") == "upbit.banned"]
+    assert len(bans) == 1 and len(server.calls) == 1
+    fields = bans[0].fields  # type: ignore[attr-defined]
+    assert fields["retry_after"] == 30 and fields["strikes"] == 1
+    assert 29 <= (fields["until"] - datetime.now(UTC)).total_seconds() <= 30
+    assert bans[0].levelno == logging.WARNING
+
+
+def test_from_settings_shares_the_board_it_is_given(server: responses.RequestsMock) -> None:
+    settings = load_settings({"UPBIT_API_BASE": BASE, "UPBIT_ACCESS_KEY": ACCESS,
+                              "UPBIT_SECRET_KEY": SECRET})
+    board = MemoryBans()
+    board.record(30)
+    server.get(f"{BASE}/v1/accounts", json=[])
+    for quick in (False, True):
+        with UpbitClient.from_settings(settings, quick=quick, bans=board) as client, \
+                pytest.raises(Banned) as caught:
+            client.balances()
+        assert 0 < caught.value.retry_after <= 30
+    assert len(server.calls) == 0

@@ -209,6 +209,18 @@ def test_a_child_that_keeps_dying_makes_bot_run_give_up(tmp_path):
     assert not any(map(_alive, pids.values()))
 
 
+def test_a_child_that_exits_2_is_not_restarted_and_bot_run_exits_2(tmp_path):
+    out = supervise("a", f"b:die=0.1/2,go={tmp_path / 'go'}", "c")
+    pids = _ready(out, "ac")
+    (tmp_path / "go").touch()  # b exits 2: what a bad key or setting does
+    assert out.finish(30) == 2, out.text()
+    assert _events(out, "run.restart") == []
+    [gave_up] = _events(out, "run.gave_up")
+    assert "child=b " in gave_up and "code=2" in gave_up and "exited 2" in gave_up
+    assert _events(out, "run.stopped")[0].endswith(" exit=2 a=0 b=2 c=0")
+    assert not any(map(_alive, pids.values()))
+
+
 def test_a_child_ignoring_sigterm_is_killed_after_the_grace_period():
     out = supervise("a", "c:ignore-term", "--grace", "1")
     pids = _ready(out, "ac")

@@ -52,7 +52,9 @@ def test_beat_schedule_has_an_entry_per_market_and_every_entry_expires():
     entries = build_beat_schedule(settings)
     assert {f"{job} {m}" for job in ("collect", "trade", "optimize")
             for m in ("KRW-BTC", "KRW-ETH")} | {"reconcile", "daily summary",
-                                                 "optimize due"} == set(entries)
+                                                 "optimize due", "markets"} == set(entries)
+    assert entries["markets"]["task"] == "markets"
+    assert entries["markets"]["schedule"].run_every == timedelta(seconds=3600)
     assert entries["collect KRW-ETH"]["args"] == ("KRW-ETH",)
     for name, entry in entries.items():
         assert entry["options"]["expires"] > 0, name
@@ -61,6 +63,15 @@ def test_beat_schedule_has_an_entry_per_market_and_every_entry_expires():
     assert entries["trade KRW-BTC"]["options"]["expires"] == min(20.0, period)
     assert entries["collect KRW-BTC"]["options"]["expires"] == period
     assert entries["optimize KRW-BTC"]["options"]["expires"] == 3 * 3600
+
+
+def test_with_top_n_each_entry_fans_out_over_the_markets_of_the_moment():
+    entries = build_beat_schedule(make_settings(MARKETS="top:5", TRADE_SCHEDULE="20"))
+    fan = {name: e for name, e in entries.items() if e["task"] == "each_market"}
+    assert set(fan) == {"collect each market", "trade each market", "optimize each market"}
+    assert fan["trade each market"]["args"][0] == "trade"
+    assert fan["optimize each market"]["args"] == ("optimize", 3 * 3600)
+    assert not any(name.startswith("collect KRW") for name in entries)
 
 
 def test_the_time_limits_follow_the_backfill_size():
