@@ -3,7 +3,11 @@ keys, and Upbit-shaped JSON bodies."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
+from urllib.parse import unquote, urlencode
+
+import requests
 
 from bot.exchange.upbit import UpbitClient
 from testkit.clock import FakeClock
@@ -51,3 +55,26 @@ def order_json(uuid: str = "9ca023a5-851b-4fec-9f0a-48cd83c2eaae", **overrides: 
 
 def upbit_error(name: str, message: str = "some message") -> dict[str, Any]:
     return {"error": {"name": name, "message": message}}
+
+
+def query_of(params: dict[str, Any] | None) -> tuple[list[tuple[str, Any]], str]:
+    """The parameters as sent (lists as repeated keys) and the query string a
+    signature hashes (unquoted, in that order)."""
+    pairs = [(k, v) for k, vs in (params or {}).items()
+             for v in (vs if isinstance(vs, list) else [vs])]
+    return pairs, unquote(urlencode(pairs))
+
+
+def send(base_url: str, method: str, path: str, pairs: list[tuple[str, Any]], query: str,
+         headers: dict[str, str], *, form: bool = False, session: requests.Session | None = None,
+         timeout: float = 5.0) -> requests.Response:
+    """Send a (signed) call: a POST with a JSON body (or, ``form``, the form
+    body Upbit refuses today), anything else with the query in the URL."""
+    http = session or requests
+    if method == "POST":
+        headers = {**headers, "Content-Type": "application/x-www-form-urlencoded" if form
+                   else "application/json; charset=utf-8"}
+        body = urlencode(pairs) if form else json.dumps(dict(pairs))
+        return http.post(base_url + path, data=body, headers=headers, timeout=timeout)
+    url = base_url + path + ("?" + query if query else "")
+    return http.request(method, url, headers=headers, timeout=timeout)

@@ -6,7 +6,6 @@ so nothing here depends on the daemon's own client."""
 from __future__ import annotations
 
 import hashlib
-import json
 import subprocess
 import sys
 import time
@@ -15,7 +14,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
-from urllib.parse import unquote, urlencode
 
 import jwt
 import pytest
@@ -28,6 +26,7 @@ from testkit.fakeupbit import (
     FakeUpbit,
     ManualClock,
 )
+from testkit.upbit_json import query_of, send
 
 ACCESS = "test-access"
 SECRET = "s3cr3t-" * 10  # 70 bytes: PyJWT warns about shorter HMAC keys
@@ -81,20 +80,9 @@ def auth(query: str, *, alg: str = "HS512", secret: str = SECRET, access: str = 
 def private(server: FakeUpbit, method: str, path: str, params: dict[str, Any] | None = None,
             *, form: bool = False, timeout: float = 5, **token: Any) -> requests.Response:
     """A signed call: the query string hashed is exactly the one sent (unquoted)."""
-    pairs = [(k, v) for k, vs in (params or {}).items()
-             for v in (vs if isinstance(vs, list) else [vs])]
-    query = unquote(urlencode(pairs))
-    headers = auth(query, **token)
-    if method == "POST":
-        if form:
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
-            body = urlencode(pairs)
-        else:
-            headers["Content-Type"] = "application/json"
-            body = json.dumps(dict(pairs))
-        return requests.post(server.url + path, data=body, headers=headers, timeout=timeout)
-    url = server.url + path + ("?" + query if query else "")
-    return requests.request(method, url, headers=headers, timeout=timeout)
+    pairs, query = query_of(params)
+    return send(server.url, method, path, pairs, query, auth(query, **token), form=form,
+                timeout=timeout)
 
 
 def bid(server: FakeUpbit, price: str, volume: str, **extra: Any) -> requests.Response:

@@ -14,13 +14,13 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
-from urllib.parse import unquote, urlencode
 
 import jwt
 import pytest
 import requests
 
 from testkit.fakeupbit import CAUTION_FLAGS, FakeUpbit, ManualClock
+from testkit.upbit_json import query_of, send
 
 ACCESS = "test-access"
 SECRET = "s3cr3t-" * 10  # 70 bytes: PyJWT warns about shorter HMAC keys
@@ -47,22 +47,13 @@ def private(server: FakeUpbit, method: str, path: str, params: dict[str, Any] | 
             *, access: str = ACCESS, session: requests.Session | None = None,
             form: bool = False) -> requests.Response:
     """A signed call whose hashed query string is exactly the one sent."""
-    pairs = [(k, v) for k, vs in (params or {}).items()
-             for v in (vs if isinstance(vs, list) else [vs])]
-    query = unquote(urlencode(pairs))
+    pairs, query = query_of(params)
     payload: dict[str, Any] = {"access_key": access, "nonce": str(uuid.uuid4())}
     if query:
         payload["query_hash"] = hashlib.sha512(query.encode()).hexdigest()
         payload["query_hash_alg"] = "SHA512"
     headers = {"Authorization": "Bearer " + jwt.encode(payload, SECRET, algorithm="HS512")}
-    http = session or requests
-    if method == "POST":
-        headers["Content-Type"] = ("application/x-www-form-urlencoded" if form
-                                   else "application/json; charset=utf-8")
-        body = urlencode(pairs) if form else json.dumps(dict(pairs))
-        return http.post(server.url + path, data=body, headers=headers, timeout=5)
-    url = server.url + path + ("?" + query if query else "")
-    return http.request(method, url, headers=headers, timeout=5)
+    return send(server.url, method, path, pairs, query, headers, form=form, session=session)
 
 
 def order_params(price: str, volume: str = "0.001", side: str = "bid",
