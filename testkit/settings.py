@@ -11,6 +11,15 @@ from testkit import e2e
 
 PG_ADMIN_DSN = os.environ.get("TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+# Each pytest-xdist worker (gw0, gw1, ...) has four Redis databases of its own,
+# so that tests running side by side never see each other's keys.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
+
+
+def redis_db(k: int) -> str:
+    """This test process's Redis database ``k`` (0: broker, 1: results,
+    2 and 3: scratch)."""
+    return f"{REDIS_URL}/{4 * _WORKER + k}"
 
 
 def admin(sql: str) -> None:
@@ -34,8 +43,8 @@ def make_settings(database_url: str = "postgresql://postgres@127.0.0.1:5432/post
                   **overrides: str) -> Settings:
     env: dict[str, str] = {
         "DATABASE_URL": database_url,
-        "CELERY_BROKER_URL": f"{REDIS_URL}/0",
-        "CELERY_BACKEND_URL": f"{REDIS_URL}/1",
+        "CELERY_BROKER_URL": redis_db(0),
+        "CELERY_BACKEND_URL": redis_db(1),
         "UPBIT_API_BASE": "https://api.upbit.test",
         **MECHANICS,
     }

@@ -17,7 +17,7 @@ from bot.exchange.bans import RedisBans, read_ban
 from bot.exchange.upbit import UpbitClient
 from testkit import ROOT
 from testkit.fakeupbit import FakeUpbit
-from testkit.settings import REDIS_URL
+from testkit.settings import redis_db
 
 OTHER_PROCESS = """
 import sys
@@ -38,7 +38,7 @@ else:
 
 @pytest.fixture
 def board():
-    client = redis.Redis.from_url(f"{REDIS_URL}/13")
+    client = redis.Redis.from_url(redis_db(2))
     key = f"test:upbit:ban:{uuid.uuid4().hex}"
     yield client, key
     client.delete(key)
@@ -54,7 +54,7 @@ def test_a_ban_one_process_got_stops_another_process_from_sending(board):
         assert 110 <= info.value.retry_after <= 120
         sent_before = len(server.requests)
         out = subprocess.run([sys.executable, "-c", OTHER_PROCESS, server.url,
-                              f"{REDIS_URL}/13", key], cwd=ROOT, capture_output=True, text=True,
+                              redis_db(2), key], cwd=ROOT, capture_output=True, text=True,
                              timeout=30)
         assert out.returncode == 0, out.stderr
         assert out.stdout.split()[0] == "banned" and 100 <= float(out.stdout.split()[1]) <= 120

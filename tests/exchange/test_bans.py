@@ -33,6 +33,7 @@ from bot.exchange.bans import (
 )
 from bot.exchange.upbit import UpbitClient
 from testkit.clock import FakeClock
+from testkit.settings import redis_db
 from testkit.upbit_json import ACCESS, BASE, SECRET, candle_json, upbit_error
 
 CANDLES = f"{BASE}/v1/candles/minutes/1"
@@ -118,7 +119,7 @@ def test_memory_bans() -> None:
 
 @pytest.fixture
 def redis_client() -> Iterator[redis.Redis]:
-    client = redis.Redis(host="127.0.0.1", port=6379, db=13)
+    client = redis.Redis.from_url(redis_db(2))
     yield client
     client.close()
 

@@ -27,7 +27,7 @@ from bot.trading.trader import order_identifier, trade_market
 from testkit.candles import T0, store_closes
 from testkit.clock import FakeClock
 from testkit.logcapture import captured_logs, json_lines
-from testkit.settings import REDIS_URL, make_settings
+from testkit.settings import make_settings, redis_db
 
 D = Decimal
 M = "KRW-BTC"
@@ -235,7 +235,7 @@ def test_a_dead_endpoint_does_not_affect_the_trade(db, database_url):
 
 @pytest.fixture
 def redis_client():
-    client = redis.Redis.from_url(f"{REDIS_URL}/13")
+    client = redis.Redis.from_url(redis_db(2))
     yield client
     for key in client.scan_iter(match="bot:failures:test-*"):
         client.delete(key)

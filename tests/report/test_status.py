@@ -37,14 +37,14 @@ from bot.trading.lifecycle import TradeContext
 from bot.trading.trader import order_identifier, trade_market
 from testkit.candles import T0, candle, store_closes
 from testkit.clock import FakeClock
-from testkit.settings import REDIS_URL, make_settings
+from testkit.settings import make_settings, redis_db
 
 D = Decimal
 M = "KRW-BTC"
 RISING = [100_000 + 300 * i for i in range(200)]
 WALL = 1_800_000_000.0
 FRESH = {role: WALL - 5 for role in status.ROLES}
-REDIS_DB = f"{REDIS_URL}/13"
+REDIS_DB = redis_db(2)
 
 
 # --- accounting: pure ----------------------------------------------------------

@@ -11,12 +11,12 @@ import pytest
 
 from bot.errors import LockBusy
 from bot.worker.runtime import Runtime
-from testkit.settings import REDIS_URL, make_settings
+from testkit.settings import make_settings, redis_db
 
 
 @pytest.fixture
 def runtime():
-    rt = Runtime(make_settings(CELERY_BACKEND_URL=f"{REDIS_URL}/12"))
+    rt = Runtime(make_settings(CELERY_BACKEND_URL=redis_db(3)))
     rt.node = f"test-{uuid.uuid4().hex[:8]}"
     yield rt
     for key in rt.redis.scan_iter(match="bot:lock:*"):
