@@ -353,6 +353,13 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     from bot.report import status
     markets = _markets(settings, args.market, configured=True) if args.market else None
+    if args.watch is not None:
+        from bot.report.watch import watch
+        if args.json:
+            raise UsageError("--watch draws the screen: it does not go with --json")
+        if not args.watch > 0:
+            raise UsageError("--watch takes a positive number of seconds")
+        return watch(settings, sys.stdout, args.watch, markets=markets)
     return status.run(settings, sys.stdout, as_json=args.json, markets=markets)
 
 
@@ -464,8 +471,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="FILE.png",
                    help="draw the stitched equity against buy and hold and the defaults,"
                    " each window's verdict marked (.png, .svg or .pdf; needs matplotlib)")
-    _add(sub, "status", cmd_status, "one screen: candles, decisions, positions, PnL, workers;"
-         " exit 1 when something is wrong")
+    p = _add(sub, "status", cmd_status, "one screen: candles, decisions, positions, PnL,"
+             " workers; exit 1 when something is wrong")
+    p.add_argument("--watch", nargs="?", type=float, const=2.0, metavar="SECONDS",
+                   help="redraw the screen in place every SECONDS (default 2) until Ctrl-C")
     _add(sub, "markets", cmd_markets, "read Upbit's market list now: warnings, ticks, the"
          " top:N selection", market=False)
     p = _add(sub, "health", cmd_health, "exit 0 when ROLE's heartbeat is fresh, else 1",
