@@ -347,7 +347,9 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         raise UsageError(f"--schedule-file {args.schedule_file}: {folder} is not a writable"
                          " folder")
     event(log, "run.starting", **settings.public_summary())
-    return run(schedule_file=args.schedule_file, loglevel=settings.log_level)
+    return run(schedule_file=args.schedule_file, loglevel=settings.log_level,
+               telegram=bool(settings.telegram_bot_token),
+               metrics=settings.metrics_port > 0)
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
@@ -400,6 +402,79 @@ def cmd_markets(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
     from bot.report import status
     return status.health(settings, args.role, sys.stdout)
+
+
+def cmd_metrics(settings: Settings, args: argparse.Namespace) -> int:
+    """Serve Prometheus metrics until SIGTERM."""
+    from bot.report.exporter import serve
+    if not settings.metrics_port:
+        raise UsageError("METRICS_PORT=0 turns the exporter off: set a port to run it")
+    return serve(settings)
+
+
+def _who() -> str:
+    import getpass
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no user name in a bare container
+        return "cli"
+
+
+def _pause_market(args: argparse.Namespace) -> str | None:
+    from bot.report.commands import market_name
+    return None if args.market is None else market_name(args.market)
+
+
+def cmd_pause(settings: Settings, args: argparse.Namespace) -> int:
+    """No new buys in one market (or all); stored, so the trader sees it."""
+    from bot.report.commands import set_pause
+    market = _pause_market(args)
+    text = set_pause(_resources(settings).db, market, _who(), clock.now())
+    again = "bot resume" + ("" if market is None else f" --market {market}")
+    sys.stdout.write(f"{text} `{again}` to buy again.\n")
+    return EXIT_OK
+
+
+def cmd_resume(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.report.commands import end_pause
+    sys.stdout.write(end_pause(_resources(settings).db, _pause_market(args), _who()) + "\n")
+    return EXIT_OK
+
+
+def cmd_telegram(settings: Settings, args: argparse.Namespace) -> int:
+    """Answer commands in TELEGRAM_CHAT_ID until SIGTERM."""
+    from bot.errors import TelegramError
+    from bot.exchange.factory import make_exchange
+    from bot.report import telegram
+    from bot.report.commands import Commands
+    from bot.worker.runtime import runtime
+    if not settings.telegram_bot_token:
+        # compose starts the service anyway, and would restart one that exits
+        return telegram.idle()
+    rt = runtime(settings)
+    commands = Commands(settings, rt.db, rt.trade_context(),
+                        make_exchange(settings, rt.db, view=True),
+                        heartbeats=lambda: _heartbeats(rt),
+                        lock=lambda market: rt.market_lock("orders", market, wait=10.0))
+    poller = telegram.Poller(settings, rt.db, telegram.TelegramApi(
+        settings.telegram_bot_token, base=args.api_base), commands.handle)
+    try:
+        return telegram.serve(poller)
+    except TelegramError as exc:
+        # A wrong token or a second poller: restarting cannot fix it.
+        sys.stderr.write(f"bot telegram: {exc}: check TELEGRAM_BOT_TOKEN (and that no other"
+                         " poller or webhook uses this bot)\n")
+        return EXIT_USAGE
+
+
+def _heartbeats(rt: Any) -> dict[str, float] | None:
+    import redis
+
+    from bot.report.status import read_heartbeats
+    try:
+        return read_heartbeats(rt.redis)
+    except redis.RedisError:
+        return None
 
 
 # --- parser -------------------------------------------------------------------
@@ -484,6 +559,15 @@ def build_parser() -> argparse.ArgumentParser:
              market=False, json_flag=False)
     p.add_argument("--schedule-file", default="celerybeat-schedule",
                    help="where Beat keeps its state (default: ./celerybeat-schedule)")
+    p = _add(sub, "pause", cmd_pause, "no new buys in one market (--market) or all; exits"
+             " and sells go on; stored until `bot resume`", json_flag=False)
+    p = _add(sub, "resume", cmd_resume, "end the pause of one market (--market) or every"
+             " pause", json_flag=False)
+    p = _add(sub, "telegram", cmd_telegram, "answer commands in TELEGRAM_CHAT_ID (/status,"
+             " /pause, /sell, ...) until SIGTERM", market=False, json_flag=False)
+    p.add_argument("--api-base", default="https://api.telegram.org", help=argparse.SUPPRESS)
+    _add(sub, "metrics", cmd_metrics, "serve Prometheus metrics on http://METRICS_HOST:"
+         "METRICS_PORT/metrics until SIGTERM", market=False, json_flag=False)
     return parser
 
 

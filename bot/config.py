@@ -116,6 +116,13 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
+def _host(raw: str) -> str:
+    value = raw.strip()
+    if not re.fullmatch(r"[A-Za-z0-9.:\-]+", value):
+        raise ValueError("an IP address or host name to listen on, e.g. 127.0.0.1")
+    return value
+
+
 def _url(*schemes: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         value = raw.strip()
@@ -375,6 +382,12 @@ SETTINGS: tuple[Setting, ...] = (
     S("STATUS_MAX_HEARTBEAT_AGE_SECONDS", "60", _int(15, 3600),
       "bot status and bot health fail when a worker's heartbeat is older than this",
       group="operations"),
+    S("METRICS_PORT", "9108", _int(0, 65535),
+      "port of the Prometheus exporter (bot metrics, and the metrics child of bot run);"
+      " 0 = no exporter", group="operations"),
+    S("METRICS_HOST", "127.0.0.1", _host,
+      "address the Prometheus exporter listens on (0.0.0.0 inside a container whose port"
+      " is published)", group="operations"),
     # notifications
     S("TELEGRAM_BOT_TOKEN", "", _text,
       "Telegram bot token for notifications (empty = no Telegram); never logged",
@@ -459,6 +472,8 @@ class Settings:
     log_format: str
     status_max_candle_age_seconds: int
     status_max_heartbeat_age_seconds: int
+    metrics_port: int
+    metrics_host: str
     telegram_bot_token: str = field(repr=False)
     telegram_chat_id: str
     notify_webhook_url: str = field(repr=False)

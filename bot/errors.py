@@ -165,3 +165,13 @@ class LockBusy(Exception):
 
 class RedisUnavailable(TemporaryError):
     """Redis refused or dropped the connection."""
+
+
+class TelegramError(BotError):
+    """Telegram's Bot API refused a request (a wrong token, another poller of
+    the same bot, a webhook set): trying again will not help. The message
+    names the method and Telegram's description, never the token."""
+
+
+class TelegramUnavailable(TelegramError, TemporaryError):
+    """Telegram did not answer, or answered 429 or 5xx: try again later."""

@@ -4,7 +4,9 @@ Owns one ``requests.Session`` with timeouts, the query string and its JWT
 signature, retries with capped, jittered backoff (never for order placement),
 honouring ``Retry-After``, pacing through :mod:`bot.exchange.ratelimit`, and
 bans: a 418 is recorded on a :class:`bot.exchange.bans.BanBoard`, which is asked
-before every request, so that nothing is sent while a ban is in force. An
+before every request, so that nothing is sent while a ban is in force. Each
+request sent, 429 and 418 is counted per ratelimit group on a
+:class:`RequestCounter` (:class:`RedisCounts` for the metrics exporter). An
 error answer becomes the exception :mod:`bot.exchange.upbit_errors` names; a
 body becomes JSON with exact numbers (:func:`bot.exchange.parsing.loads`). It
 knows no endpoint.
@@ -15,21 +17,27 @@ exception or a log line.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import logging
+import os
 import random
 import re
+import threading
+import time
 import uuid
 import warnings
+from collections import Counter
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlencode
 
 import jwt
 import requests
+from redis.exceptions import RedisError
 
 from bot.errors import (
     AuthError,
@@ -45,6 +53,10 @@ from bot.exchange.ratelimit import account_of, route_group, shared_limiter
 from bot.exchange.upbit_errors import error_class, error_fields
 from bot.logs import event, redact, register_secret
 from bot.money import fmt
+from bot.storage import keys
+
+if TYPE_CHECKING:
+    import redis
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +113,85 @@ def retry_after(response: requests.Response) -> float | None:
     return value if value >= 0 else None
 
 
+class RequestCounter(Protocol):
+    """Where requests are counted. Thread-safe, and never slow: it runs on
+    every request."""
+
+    def count(self, group: str, status: int | None) -> None:
+        """A request of ``group`` was sent; ``status``: its answer's HTTP
+        status, None when none came."""
+        ...
+
+
+class NoCounts:
+    """Counts nothing (the default)."""
+
+    def count(self, group: str, status: int | None) -> None:
+        return None
+
+
+# The answers counted apart from the requests, each in its own hash.
+_STATUS_KEYS = {429: keys.UPBIT_RATE_LIMITED, 418: keys.UPBIT_BANNED}
+COUNTS_FLUSH_SECONDS = 1.0
+
+
+class RedisCounts:
+    """The installation's counts in Redis (hashes of group -> count,
+    :data:`bot.storage.keys.UPBIT_REQUESTS` and the 429 and 418 ones).
+
+    A request only adds to counts in memory; a background thread adds them to
+    Redis every ``every`` seconds, so a slow or dead Redis never delays a
+    request. While Redis fails, the counts wait in memory (one number per
+    group and kind) for the next flush that succeeds."""
+
+    def __init__(self, client: redis.Redis, *, every: float = COUNTS_FLUSH_SECONDS):
+        self._client = client
+        self._every = every
+        self._lock = threading.Lock()
+        self._pending: Counter[tuple[str, str]] = Counter()
+        self._pid = 0  # the process whose thread flushes: a forked child starts its own
+
+    def count(self, group: str, status: int | None) -> None:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._start()
+            self._pending[(keys.UPBIT_REQUESTS, group)] += 1
+            kind = _STATUS_KEYS.get(status or 0)
+            if kind is not None:
+                self._pending[(kind, group)] += 1
+
+    def _start(self) -> None:
+        self._pending.clear()
+        self._pid = os.getpid()
+        threading.Thread(target=self._run, name="upbit-counts", daemon=True).start()
+        atexit.register(self.flush)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self._every)
+            self.flush()
+
+    def flush(self) -> bool:
+        """Add the counts to Redis now; False (they are kept) when it fails."""
+        with self._lock:
+            if self._pid != os.getpid():
+                return True  # what a forked child inherited is its parent's to flush
+            pending, self._pending = self._pending, Counter()
+        if not pending:
+            return True
+        try:
+            # MULTI/EXEC: all or none, so a failure never counts twice.
+            pipe = self._client.pipeline(transaction=True)
+            for (key, group), n in pending.items():
+                pipe.hincrby(key, group, n)
+            pipe.execute()
+        except RedisError:
+            with self._lock:
+                self._pending.update(pending)
+            return False
+        return True
+
+
 class Transport:
     """Sends one call to Upbit (retrying it when that is safe) and returns the
     parsed JSON body, or raises the :mod:`bot.errors` exception its answer means."""
@@ -109,7 +200,7 @@ class Transport:
                  connect_timeout: float, max_retries: int, backoff_base: float,
                  backoff_cap: float, sleep: Callable[[float], None],
                  monotonic: Callable[[], float], session: requests.Session | None = None,
-                 bans: BanBoard | None = None):
+                 bans: BanBoard | None = None, counts: RequestCounter | None = None):
         self.base_url = base_url.rstrip("/")
         self._access_key = access_key
         self._secret_key = secret_key
@@ -124,6 +215,7 @@ class Transport:
         self._limiter = shared_limiter(sleep, monotonic)
         self._account = account_of(access_key)
         self._bans: BanBoard = bans if bans is not None else MemoryBans(monotonic)
+        self._counts: RequestCounter = counts if counts is not None else NoCounts()
         self._random = random.Random()
         register_secret(access_key, secret_key)
 
@@ -207,8 +299,10 @@ class Transport:
                                             timeout=self._timeouts, allow_redirects=False)
         except requests.RequestException as exc:
             self._limiter.done(slot)
+            self._counts.count(route, None)
             raise self._network_error(exc, method, path) from None
         self._limiter.done(slot)
+        self._counts.count(route, response.status_code)
         self._limiter.observe(route, response.headers.get("Remaining-Req"), self._account)
         body = loads(response.content)
         if 200 <= response.status_code < 300 and body is not NOT_JSON:

@@ -30,7 +30,7 @@ from bot.exchange.parsing import (
     parse_tick_sizes,
     parse_ticker,
 )
-from bot.exchange.transport import Params, QueryValue, Transport
+from bot.exchange.transport import Params, QueryValue, RequestCounter, Transport
 from bot.models import (
     CANDLE_UNITS,
     ApiKey,
@@ -62,11 +62,12 @@ class UpbitClient:
                  max_retries: int = 4, backoff_base: float = 0.5, backoff_cap: float = 8.0,
                  sleep: Callable[[float], None] = time.sleep,
                  monotonic: Callable[[], float] = time.monotonic,
-                 session: requests.Session | None = None, bans: BanBoard | None = None):
+                 session: requests.Session | None = None, bans: BanBoard | None = None,
+                 counts: RequestCounter | None = None):
         self._transport = Transport(
             base_url, access_key, secret_key, timeout=timeout, connect_timeout=connect_timeout,
             max_retries=max_retries, backoff_base=backoff_base, backoff_cap=backoff_cap,
-            sleep=sleep, monotonic=monotonic, session=session, bans=bans)
+            sleep=sleep, monotonic=monotonic, session=session, bans=bans, counts=counts)
         self._has_secret = bool(secret_key)
 
     @property
@@ -79,18 +80,21 @@ class UpbitClient:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, quick: bool = False,
-                      bans: BanBoard | None = None) -> UpbitClient:
+                      bans: BanBoard | None = None,
+                      counts: RequestCounter | None = None) -> UpbitClient:
         """The client the settings describe; ``quick`` gives up within seconds
         (a status screen must not hang on Upbit). ``bans``: the board a ban is
         shared on (:class:`bot.exchange.bans.RedisBans` for the installation);
-        without one, this client alone remembers its bans."""
+        without one, this client alone remembers its bans. ``counts``: where its
+        requests are counted (:class:`bot.exchange.transport.RedisCounts` for the
+        metrics exporter; none without one)."""
         if quick:
             return cls(settings.upbit_api_base, settings.upbit_access_key,
                        settings.upbit_secret_key, timeout=5.0, max_retries=1,
-                       backoff_base=0.2, backoff_cap=1.0, bans=bans)
+                       backoff_base=0.2, backoff_cap=1.0, bans=bans, counts=counts)
         return cls(settings.upbit_api_base, settings.upbit_access_key,
                    settings.upbit_secret_key, timeout=float(settings.upbit_timeout_seconds),
-                   bans=bans)
+                   bans=bans, counts=counts)
 
     def __repr__(self) -> str:
         return f"UpbitClient({self.base_url!r}, keys={'yes' if self._has_secret else 'no'})"

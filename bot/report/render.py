@@ -31,6 +31,8 @@ def render(status: dict[str, Any]) -> str:
     if account is not None:
         lines.append("")
         lines.extend(_render_account(account, status.get("pnl") or {}))
+    if status.get("pauses"):
+        lines.extend(_render_pauses(status["pauses"], first=account is None))
     for entry in status["markets"]:
         lines.append("")
         lines.extend(_render_market(entry))
@@ -43,6 +45,17 @@ def render(status: dict[str, Any]) -> str:
     else:
         lines.append(f"{'problems':<10} none")
     return "\n".join(lines) + "\n"
+
+
+def _render_pauses(pauses: list[dict[str, Any]], *, first: bool) -> list[str]:
+    """``paused     KRW-BTC since 01-05 03:20Z by telegram:alice``: one line
+    each, under the account (or on their own after the header)."""
+    lines = [""] if first else []
+    for k, p in enumerate(pauses):
+        label = "paused" if k == 0 else ""
+        lines.append(f"{label:<10} {p['market'] or 'all markets'} since {when_text(p['since'])}"
+                     f" by {p['by']}: no new buys (exits and sells go on)")
+    return lines
 
 
 def _render_worker(role: str, w: dict[str, Any]) -> str:
@@ -123,7 +136,8 @@ def _candle_line(e: dict[str, Any]) -> str:
     aside = (e.get("in_force") or {}).get("standing_aside")
     return (f"{e['market']:<10} {candle}"
             + ("   HALTED by the loss limit" if e["halted"] else "")
-            + ("   STANDING ASIDE: no new buys" if aside else ""))
+            + ("   STANDING ASIDE: no new buys" if aside else "")
+            + ("   PAUSED: no new buys" if e.get("paused") else ""))
 
 
 def _decision_text(d: dict[str, Any] | None) -> str:

@@ -35,6 +35,7 @@ from bot.storage import keys, reports
 from bot.storage import markets as market_store
 from bot.storage import optimizer_runs as run_store
 from bot.storage import orders as order_store
+from bot.storage import pauses as pause_store
 from bot.storage import weights as weight_store
 from bot.trading import accounting
 
@@ -143,7 +144,7 @@ def collect(settings: Settings, db: Database, exchange: Exchange | None,
         "trading_enabled": settings.trading_enabled,
         "limits": {"candle_age_s": settings.status_max_candle_age_seconds,
                    "heartbeat_age_s": settings.status_max_heartbeat_age_seconds},
-        "account": None, "loss_limit": None, "markets": [], "workers": {},
+        "account": None, "loss_limit": None, "pauses": [], "markets": [], "workers": {},
     }
     problems: list[str] = status["problems"]
     try:
@@ -194,6 +195,8 @@ def _gather_storage(status: dict[str, Any], settings: Settings, db: Database,
         db, sorted(set(market_store.traded(settings, db)) | held_markets(balances)
                    | set(markets)), settings.timeframe)
     status["loss_limit"] = _loss_limit(problems, settings, db, day_start)
+    # A pause is asked for, so it is shown but is no problem (exit 0).
+    status["pauses"] = [_pause(p) for p in pause_store.all_pauses(db)]
     scene = _Scene(settings, db, now, day_start, balances, closes, by_market,
                    halted=status["loss_limit"]["halted_at"] is not None)
     for market in markets:
@@ -240,7 +243,13 @@ def _market(scene: _Scene, market: str, problems: list[str]) -> dict[str, Any]:
                                                    scene.halted)
     entry["optimizer"] = _optimizer(db, market)
     entry["upbit"] = _upbit_says(db, market, problems)
+    paused = pause_store.pause_of(db, market)
+    entry["paused"] = None if paused is None else _pause(paused)
     return entry
+
+
+def _pause(p: pause_store.Pause) -> dict[str, Any]:
+    return {"market": p.market, "since": p.since, "by": p.by}
 
 
 def _upbit_says(db: Database, market: str, problems: list[str]) -> dict[str, Any] | None:

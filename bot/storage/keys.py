@@ -9,6 +9,11 @@ LOCK_PREFIX = "bot:lock:"  # + job:market, a per-market job lock
 BEAT_LOCK = "bot:beat:lock"  # the single-Beat lock
 FAILURES_PREFIX = "bot:failures:"  # + task:market, a job's failure streak
 UPBIT_BAN = "bot:upbit:ban"  # Upbit's ban in force (bot/exchange/bans.py)
+# Hashes of ratelimit group -> count, added to by bot/exchange/transport.py's
+# RedisCounts and read by the metrics exporter (bot/report/metrics.py).
+UPBIT_REQUESTS = "bot:upbit:requests"  # requests sent to Upbit
+UPBIT_RATE_LIMITED = "bot:upbit:rate_limited"  # of those, answered 429
+UPBIT_BANNED = "bot:upbit:banned"  # of those, answered 418
 
 
 def heartbeat(role: str) -> str:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from bot import rules
 from bot.storage import markets as market_store
-from bot.storage import positions
+from bot.storage import pauses, positions
 from bot.trading.terms import blocked
 
 if TYPE_CHECKING:  # types only: bot status imports this without the optimizer's numpy
@@ -115,6 +115,9 @@ def buy_guards(settings: Settings, db: Database, market: str, params: InForce,
         found[rules.LIVE_GATE] = Outcome(
             rules.LIVE_GATE, "live_gate: no parameter set adopted for this market"
             " (LIVE_ALLOW_UNVALIDATED=false): no buys in live mode")
+    paused = pauses.pause_of(db, market)
+    if paused is not None:
+        found[rules.PAUSED] = paused_outcome(paused, market)
     if loss_limit:
         close_day = (decision_ts + period).astimezone(UTC).date()
         midnight = datetime(close_day.year, close_day.month, close_day.day, tzinfo=UTC)
@@ -141,6 +144,17 @@ def buy_guards(settings: Settings, db: Database, market: str, params: InForce,
                 rules.COOLDOWN, f"cooldown: a sell filled in the {when(last)} candle "
                 f"(COOLDOWN_CANDLES={guard.cooldown_candles}): no buys until {when(end)}", end)
     return [found[name] for name in rules.GUARDS if name in found]
+
+
+def paused_outcome(paused: pauses.Pause, market: str) -> Outcome:
+    """A stored pause (``bot pause``, Telegram's /pause) as a guard: it lasts
+    until someone resumes, so it has no ``until``."""
+    which = "all markets" if paused.market is None else market
+    flag = "" if paused.market is None else f" --market {market}"
+    again = "" if paused.market is None else f" {market}"
+    return Outcome(rules.PAUSED, f"paused: buys in {which} paused since {when(paused.since)}"
+                   f" by {paused.by}: no new buys until resumed (`bot resume{flag}` or"
+                   f" /resume{again})")
 
 
 def when(ts: datetime) -> str:

@@ -15,6 +15,7 @@ from bot.config import Settings
 from bot.exchange.bans import BanBoard, RedisBans
 from bot.exchange.factory import make_exchange
 from bot.exchange.protocol import Exchange
+from bot.exchange.transport import RedisCounts, RequestCounter
 from bot.exchange.upbit import UpbitClient
 from bot.storage import Database
 from bot.trading.lifecycle import TradeContext
@@ -32,15 +33,24 @@ class Resources:
     def upbit(self) -> UpbitClient:
         """Upbit's client: market data in both modes, orders in live mode; it
         waits out a 418 ban together with every process of the installation."""
-        return UpbitClient.from_settings(self.settings, bans=self.bans)
+        return UpbitClient.from_settings(self.settings, bans=self.bans, counts=self.counts)
+
+    @cached_property
+    def shared_redis(self) -> redis.Redis:
+        """The ban board's and the request counts' Redis. A command gives Redis
+        no second chance: while it is down, bans are this process's own."""
+        return redis.Redis.from_url(self.settings.celery_backend_url, socket_timeout=2,
+                                    socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))
 
     @cached_property
     def bans(self) -> BanBoard:
-        """The installation's ban board in Redis. A command gives Redis no
-        second chance: while it is down, bans are this process's own."""
-        client = redis.Redis.from_url(self.settings.celery_backend_url, socket_timeout=2,
-                                      socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))
-        return RedisBans(client)
+        """The installation's ban board in Redis."""
+        return RedisBans(self.shared_redis)
+
+    @cached_property
+    def counts(self) -> RequestCounter:
+        """The installation's Upbit request counts, for the metrics exporter."""
+        return RedisCounts(self.shared_redis)
 
     @cached_property
     def exchange(self) -> Exchange:

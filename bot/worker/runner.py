@@ -85,7 +85,8 @@ class RestartPolicy:
 
 
 def children(python: str = sys.executable, schedule_file: str = "celerybeat-schedule",
-             loglevel: str = "INFO") -> list[Child]:
+             loglevel: str = "INFO", *, telegram: bool = False,
+             metrics: bool = False) -> list[Child]:
     # -q: no banners; every line a child prints is in the log format.
     celery = (python, "-m", "celery", "-q")
     worker = ("worker", "--without-gossip", "--without-mingle", "-l", loglevel)
@@ -98,7 +99,20 @@ def children(python: str = sys.executable, schedule_file: str = "celerybeat-sche
                          "-n", "trader@%h", "-c", "2")),
         Child("optimizer", (*celery, "-A", "bot.worker.app", *worker, "-Q", "optimizer_queue",
                             "-n", "optimizer@%h", "-c", "1")),
-    ]
+    ] + telegram_children(python, telegram) + metrics_children(python, metrics)
+
+
+def telegram_children(python: str, enabled: bool) -> list[Child]:
+    """``bot telegram``, the command poller, only with TELEGRAM_BOT_TOKEN set:
+    without a token it would exit 2 and make ``bot run`` give up."""
+    return [Child("telegram", (python, "-m", "bot", "telegram"))] if enabled else []
+
+
+def metrics_children(python: str, enabled: bool) -> list[Child]:
+    """``bot metrics``, the Prometheus exporter, unless METRICS_PORT=0. A taken
+    port does not kill it (it waits for the port), so it never makes ``bot
+    run`` give up on the trading workers."""
+    return [Child("metrics", (python, "-m", "bot", "metrics"))] if enabled else []
 
 
 # --- signals ------------------------------------------------------------------------------
@@ -341,10 +355,11 @@ class Supervisor:
 def run(env: Mapping[str, str] | None = None, schedule_file: str = "celerybeat-schedule",
         loglevel: str = "INFO", out: TextIO | None = None, *,
         specs: Sequence[Child] | None = None, policy: RestartPolicy | None = None,
-        grace: float = 15.0) -> int:
+        grace: float = 15.0, telegram: bool = False, metrics: bool = False) -> int:
     """Start the children, keep them running, stop them; the exit code."""
     stop = StopSignals()
-    supervisor = Supervisor(specs or children(schedule_file=schedule_file, loglevel=loglevel),
+    supervisor = Supervisor(specs or children(schedule_file=schedule_file, loglevel=loglevel,
+                                              telegram=telegram, metrics=metrics),
                             env, out, grace, policy, stop)
     stop.install()
     code = 1

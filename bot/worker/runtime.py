@@ -21,6 +21,7 @@ from bot import clock
 from bot.config import Settings
 from bot.errors import LockBusy, RedisUnavailable
 from bot.exchange.bans import BanBoard, RedisBans
+from bot.exchange.transport import RedisCounts, RequestCounter
 from bot.logs import event
 from bot.storage import keys
 from bot.worker.resources import Resources
@@ -45,6 +46,11 @@ class Runtime(Resources):
     def bans(self) -> BanBoard:
         """The installation's ban board, on the worker's own Redis client."""
         return RedisBans(self.redis)
+
+    @cached_property
+    def counts(self) -> RequestCounter:
+        """The installation's Upbit request counts, on the worker's own Redis client."""
+        return RedisCounts(self.redis)
 
     @cached_property
     def redis(self) -> redis.Redis:

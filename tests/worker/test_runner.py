@@ -269,6 +269,8 @@ class BotRun:
                "DATABASE_URL": database_url, "UPBIT_API_BASE": self.upbit.url,
                "CELERY_BROKER_URL": f"{self.redis.url}/0",
                "CELERY_BACKEND_URL": f"{self.redis.url}/1",
+               # the exporter has tests of its own (tests/report/test_metrics.py)
+               "METRICS_PORT": "0",
                "BOT_CLOCK_SPEEDUP": "30", "BOT_CLOCK_EPOCH": repr(epoch),
                "COLLECT_SCHEDULE": "2", "TRADE_SCHEDULE": "2", "RECONCILE_SCHEDULE": "2",
                "BACKFILL_MAX_CANDLES": "300"}
