@@ -295,7 +295,7 @@ def trade_market_ok(outcome) -> bool:
     return outcome.status == "decided"
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(hs.lists(hs.sampled_from([-8, -3, -1, 0, 0, 1, 3, 8, 40, -40]), min_size=260,
                 max_size=340),
        weights_strategy, params_strategy, hs.integers(0, 1439), hs.booleans())
