@@ -15,6 +15,9 @@ from testkit.clock import FakeClock
 BASE = "https://api.upbit.test"
 ACCESS = "test-access-AKxq81bN2mZr5wLp0Vt7Ue3Hs"
 SECRET = "test-secret-SKp3Zr9Qa7Lm2Xw8Nc4Bv6Ty1Jhx"  # 40 bytes, like Upbit's
+# The keys the fake server's own tests sign with (FakeUpbit's default access key).
+FAKE_ACCESS = "test-access"
+FAKE_SECRET = "s3cr3t-" * 10  # 70 bytes: PyJWT warns about shorter HMAC keys
 
 
 def make_client(clock: FakeClock, *, keys: bool = True, **kwargs: Any) -> UpbitClient:

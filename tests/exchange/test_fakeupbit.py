@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -26,23 +25,10 @@ from testkit.fakeupbit import (
     FakeUpbit,
     ManualClock,
 )
-from testkit.upbit_json import query_of, send
+from testkit.upbit_json import FAKE_ACCESS, FAKE_SECRET, query_of, send
 
-ACCESS = "test-access"
-SECRET = "s3cr3t-" * 10  # 70 bytes: PyJWT warns about shorter HMAC keys
+ACCESS, SECRET = FAKE_ACCESS, FAKE_SECRET
 CANDLES = "/v1/candles/minutes/1"
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock("2025-01-01T00:10:30Z")
-
-
-@pytest.fixture
-def upbit(clock: ManualClock) -> Iterator[FakeUpbit]:
-    with FakeUpbit(clock=clock, history_minutes=450, secret_key=SECRET) as server:
-        yield server
-        assert server.errors == []
 
 
 def candles(server: FakeUpbit, **params: Any) -> list[dict[str, Any]]:

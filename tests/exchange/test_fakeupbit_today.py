@@ -10,7 +10,6 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -20,27 +19,14 @@ import pytest
 import requests
 
 from testkit.fakeupbit import CAUTION_FLAGS, FakeUpbit, ManualClock
-from testkit.upbit_json import query_of, send
+from testkit.upbit_json import FAKE_ACCESS, FAKE_SECRET, query_of, send
 
-ACCESS = "test-access"
-SECRET = "s3cr3t-" * 10  # 70 bytes: PyJWT warns about shorter HMAC keys
+ACCESS, SECRET = FAKE_ACCESS, FAKE_SECRET
 CANDLES = "/v1/candles/minutes/1"
 ORDER_FIELDS = {"uuid", "side", "ord_type", "price", "state", "market", "created_at",
                 "volume", "remaining_volume", "reserved_fee", "remaining_fee", "paid_fee",
                 "locked", "executed_volume", "trades_count", "identifier",
                 "prevented_volume", "prevented_locked"}
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock("2025-01-01T00:10:30Z")
-
-
-@pytest.fixture
-def upbit(clock: ManualClock) -> Iterator[FakeUpbit]:
-    with FakeUpbit(clock=clock, history_minutes=450, secret_key=SECRET) as server:
-        yield server
-        assert server.errors == []
 
 
 def private(server: FakeUpbit, method: str, path: str, params: dict[str, Any] | None = None,
